@@ -1,0 +1,5 @@
+import sys
+
+from skelcl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The `skelcl` command.
+
+Each group of subcommands lives beside the code it drives, in a module with a `register(subparsers)`
+function that adds its parsers and sets `func` (called with the parsed arguments, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from skelcl import __version__
+from skelcl.errors import SkelclError
+
+# Modules that contribute subcommands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "skelcl.data.commands",  # synth, info, show
+    "skelcl.data.prepare",  # prepare
+    "skelcl.train.commands",  # pretrain, finetune, predict, demo, experiment
+    "skelcl.eval.commands",  # evaluate
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skelcl",
+        description="Snippet contrastive pretraining and action localization on skeleton sequences.",
+    )
+    parser.add_argument("--version", action="version", version=f"skelcl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:  # a command group not built yet
+            continue
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SkelclError as err:
+        print(f"skelcl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"skelcl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
