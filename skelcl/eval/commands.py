@@ -1,0 +1,110 @@
+"""`skelcl evaluate`: detection mAP of predicted segments against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from skelcl.eval.detection import IOU_MODES, PROTOCOLS, evaluate_protocol, format_table, threshold_key
+from skelcl.eval.io import _write_atomic, read_segments
+from skelcl.eval.segments import EvalInputError
+
+DESCRIPTION = """\
+Compute mAP at temporal IoU thresholds of predicted segments against ground-truth segments.
+
+Inputs (--gt, --pred), each a folder or a JSON file:
+  folder  PKU-MMD style: one NAME.txt per video, lines `label,start,end[,score]`. Class ids in these
+          files are 1-BASED, as in PKU-MMD (1..51); --label-base 0 reads 0-based files instead.
+          An empty NAME.txt in the ground truth is a video without actions.
+  JSON    {"format": "skelcl-segments", "label_base": 0, "classes": [...], "videos": {NAME: [[label,
+          start, end, score], ...]}}: the file says its own label_base (0 when absent).
+Every video of the ground truth is evaluated; predictions for a video or a class the ground truth does not
+know are an error. The number of classes is --classes, else the length of the ground-truth JSON "classes",
+else the largest ground-truth class id.
+
+IoU (--iou): "continuous" (default) reads [start, end) as a real interval of length end - start (skelcl
+writes segments that way, end = last frame + 1); "inclusive" counts end as a frame inside the segment
+(length end - start + 1).
+
+Protocols (thresholds; averages):
+"""
+for _name, (_thr, _avg) in PROTOCOLS.items():
+    DESCRIPTION += (
+        f"  {_name:<8}{', '.join(threshold_key(t) for t in _thr)}; "
+        + ", ".join(f"avg {threshold_key(a)}:{threshold_key(b)}" for a, b in _avg)
+        + "\n"
+    )
+DESCRIPTION += "\nThe table shows percentages; --json writes every figure as a fraction in [0, 1]."
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="mAP at temporal IoU of predicted segments against ground truth",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--gt", required=True, metavar="DIR|FILE.json", help="ground-truth segments")
+    p.add_argument("--pred", required=True, metavar="DIR|FILE.json", help="predicted segments")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="babel", help="default: babel")
+    p.add_argument("--iou", choices=IOU_MODES, default="continuous", help="default: continuous")
+    p.add_argument("--classes", type=int, metavar="N", help="number of classes (default: from ground truth)")
+    p.add_argument(
+        "--label-base",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="id of the first class in folder files (default 1, as in PKU-MMD)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write all figures (and per-class AP) to this JSON file")
+    p.add_argument("--per-class", action="store_true", help="also print AP per class")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.classes is not None and args.classes < 1:
+        raise EvalInputError(f"--classes must be >= 1, got {args.classes}")
+    gt, gt_names, gt_base = read_segments(args.gt, args.label_base, num_classes=args.classes)
+    if not gt:
+        raise EvalInputError(f"{args.gt}: no ground-truth videos found")
+    num_classes = args.classes
+    if num_classes is None and gt_names is not None:
+        num_classes = len(gt_names)
+    if num_classes is None:
+        labels = [s.label for segs in gt.values() for s in segs]
+        if not labels:
+            raise EvalInputError(f"{args.gt}: the ground truth holds no segments")
+        num_classes = max(labels) + 1
+    pred, pred_names, _ = read_segments(args.pred, args.label_base, num_classes=num_classes)
+    if gt_names is not None and pred_names is not None and gt_names != pred_names:
+        raise EvalInputError(f"{args.pred}: its class names differ from those of {args.gt}")
+    unknown = sorted(set(pred) - set(gt))
+    if unknown:
+        shown = ", ".join(repr(v) for v in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        raise EvalInputError(
+            f"{args.pred}: predictions for {len(unknown)} video(s) not in the ground truth: {shown}"
+        )
+    names = gt_names or pred_names or [str(c + gt_base) for c in range(num_classes)]
+    result = evaluate_protocol(
+        gt, pred, args.protocol, num_classes=num_classes, iou=args.iou, class_names=names
+    )
+    result["gt"] = str(args.gt)
+    result["pred"] = str(args.pred)
+    print(format_table(result))
+    if args.per_class:
+        print(_per_class_table(result))
+    if args.json:
+        _write_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _per_class_table(result: dict) -> str:
+    keys = [k for k in next(iter(result["per_class"].values())) if k.startswith("AP@")]
+    width = max(8, *(len(n) + 2 for n in result["per_class"]))
+    lines = [f"{'class':<{width}}{'gt':>7}{'pred':>8}" + "".join(f"{k:>9}" for k in keys)]
+    for name, entry in result["per_class"].items():
+        row = f"{name:<{width}}{entry['num_gt']:>7}{entry['num_pred']:>8}"
+        lines.append(row + "".join(f"{100 * entry[k]:>9.2f}" for k in keys))
+    return "\n".join(lines)
