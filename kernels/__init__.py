@@ -4,7 +4,15 @@ Each op has a plain PyTorch reference (also the CPU path) and a Triton kernel; t
 Triton kernel for CUDA tensors and the reference elsewhere.
 """
 
+from skelcl.kernels.distributed import gather_with_grad
 from skelcl.kernels.graph_conv import graph_conv, graph_conv_reference
-from skelcl.kernels.infonce import info_nce, info_nce_reference
+from skelcl.kernels.infonce import info_nce, info_nce_reference, info_nce_triton
 
-__all__ = ["graph_conv", "graph_conv_reference", "info_nce", "info_nce_reference"]
+__all__ = [
+    "gather_with_grad",
+    "graph_conv",
+    "graph_conv_reference",
+    "info_nce",
+    "info_nce_reference",
+    "info_nce_triton",
+]

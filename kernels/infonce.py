@@ -1,34 +1,195 @@
 """InfoNCE over a key set [k; queue] that never holds the full query x key matrix.
 
-loss_i = -log( sum_{p in pos(i)} exp(s_ip) / sum_{j not left out} exp(s_ij) ),  s_ij = <q_i, key_j> / tau
+Shapes: q (M, d) and k (N, d) receive gradients, queue (Q, d) or None receives none; the key set is
+[k; queue] (N + Q rows). With s_ij = <q_i, key_j> / tau:
+
+    loss_i = lse_i - plse_i
+    lse_i  = log sum_{j kept} exp(s_ij)          (dense part: streamed over key chunks/tiles)
+    plse_i = log sum_{p in pos(i)} exp(s_ip)     (sparse part: M x P gathered dot products)
+
+Key j < N is left out of row i when k_group[j] == q_group[i] and j is not one of i's positives; queue
+entries are never left out. positive is None (key i for query i, needs N >= M), (M,) or (M, P) long with
+-1 padding. A row whose positives are all -1 has loss +inf.
+
+Gradient of the dense part: d lse_i / d s_ij = softmax_ij over the kept keys, so
+    dq_i = g_i / tau * sum_j softmax_ij key_j,     dk_j = 1 / tau * sum_i g_i softmax_ij q_i,
+recomputed chunk by chunk in backward. The sparse part is plain autograd on (M, P, d) gathers.
+
+`info_nce_reference` is the PyTorch path (CPU, float64 for gradcheck); `info_nce_triton` the Triton
+path (CUDA, or CPU under TRITON_INTERPRET=1); `info_nce` dispatches on the device. The loss is float32
+(float64 for float64 inputs) whatever the input dtype.
 """
 
 from __future__ import annotations
 
 import torch
 
+_REDUCTIONS = ("none", "mean", "sum")
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_MAX_D = 256
+# Reference: at most this many logits per chunk (16 MiB in float32).
+_CHUNK_ELEMENTS = 1 << 22
 
-def info_nce_reference(q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07,
-                       reduction="mean"):
-    """Placeholder dense reference; replaced by the chunked reference of the kernel issue."""
-    keys = k if queue is None else torch.cat([k, queue.detach()], 0)
-    logits = (q @ keys.t()) / temperature
-    m = q.shape[0]
+
+def _check_inputs(name, q, k, queue, positive, q_group, k_group, temperature, reduction, dtypes):
+    """Raise ValueError naming the argument at fault; returns nothing."""
+    for arg, t in (("q", q), ("k", k), ("queue", queue)):
+        if t is None and arg == "queue":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: {arg} must be a tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"{name}: {arg} must be 2-D (rows, d), got shape {tuple(t.shape)}")
+        if t.dtype not in dtypes:
+            names = ", ".join(str(x).replace("torch.", "") for x in dtypes)
+            got = str(t.dtype).replace("torch.", "")
+            raise ValueError(f"{name}: {arg} has dtype {got}; expected one of {names}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: {arg} is on {t.device} but q is on {q.device}")
+    m, d = q.shape
+    n = k.shape[0]
+    if m == 0 or n == 0:
+        raise ValueError(f"{name}: q and k need at least one row, got M={m}, N={n}")
+    if not 1 <= d <= _MAX_D:
+        raise ValueError(f"{name}: feature size d={d} is outside 1..{_MAX_D}")
+    if k.shape[1] != d:
+        raise ValueError(f"{name}: k has d={k.shape[1]} but q has d={d}")
+    if queue is not None and queue.shape[1] != d:
+        raise ValueError(f"{name}: queue has d={queue.shape[1]} but q has d={d}")
     if positive is None:
-        positive = torch.arange(m, device=q.device)
-    if positive.dim() == 1:
-        positive = positive[:, None]
-    pos_mask = torch.zeros_like(logits, dtype=torch.bool)
-    valid = positive >= 0
-    rows = torch.arange(m, device=q.device)[:, None].expand_as(positive)
-    pos_mask[rows[valid], positive[valid]] = True
-    if q_group is not None and k_group is not None:
-        same = q_group[:, None] == k_group[None, :]
-        drop = torch.zeros_like(pos_mask)
-        drop[:, : k.shape[0]] = same
-        drop &= ~pos_mask
-        logits = logits.masked_fill(drop, float("-inf"))
-    loss = torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~pos_mask, float("-inf")), 1)
+        if n < m:
+            raise ValueError(
+                f"{name}: positive=None pairs query i with key i, needs N >= M; got M={m}, N={n}"
+            )
+    else:
+        if not isinstance(positive, torch.Tensor) or positive.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"{name}: positive must be an int64 (or int32) tensor of key indices")
+        if positive.dim() not in (1, 2) or positive.shape[0] != m or positive.numel() == 0:
+            shape = tuple(positive.shape)
+            raise ValueError(f"{name}: positive must have shape (M,) or (M, P) with M={m}, got {shape}")
+        if positive.device != q.device:
+            raise ValueError(f"{name}: positive is on {positive.device} but q is on {q.device}")
+        if positive.device.type == "cpu":
+            total = n + (0 if queue is None else queue.shape[0])
+            lo, hi = int(positive.min()), int(positive.max())
+            if lo < -1 or hi >= total:
+                bad = lo if lo < -1 else hi
+                raise ValueError(f"{name}: positive holds {bad}; valid are -1 (padding) and 0..{total - 1}")
+    if (q_group is None) != (k_group is None):
+        raise ValueError(f"{name}: give both q_group and k_group, or neither")
+    if q_group is not None:
+        for arg, t, rows in (("q_group", q_group, m), ("k_group", k_group, n)):
+            if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"{name}: {arg} must be an int64 (or int32) tensor")
+            if tuple(t.shape) != (rows,):
+                raise ValueError(f"{name}: {arg} must have shape ({rows},), got {tuple(t.shape)}")
+            if t.device != q.device:
+                raise ValueError(f"{name}: {arg} is on {t.device} but q is on {q.device}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"{name}: temperature must be a positive number, got {temperature!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _positive_table(positive, m, device):
+    """(M, P) int64 table with -1 padding, or None for the diagonal (key i for query i)."""
+    if positive is None:
+        return None
+    positive = positive.to(device=device, dtype=torch.int64)
+    return positive[:, None] if positive.dim() == 1 else positive
+
+
+def positive_logsumexp(q, k, queue, pos, temperature, compute_dtype):
+    """plse_i = log sum_p exp(<q_i, key_p> / tau), (M,) in compute_dtype, differentiable in q and k.
+
+    pos is None (diagonal) or an (M, P) table with -1 padding. Works on (M, P, d) gathers only.
+    """
+    m = q.shape[0]
+    qc = q.to(compute_dtype)
+    if pos is None:
+        return (qc * k[:m].to(compute_dtype)).sum(-1) / temperature
+    n = k.shape[0]
+    valid = pos >= 0
+    rows = k[pos.clamp(0, n - 1)].to(compute_dtype)  # (M, P, d)
+    if queue is not None:
+        from_queue = (pos >= n)[..., None]
+        qrows = queue.detach()[(pos - n).clamp(0, queue.shape[0] - 1)].to(compute_dtype)
+        rows = torch.where(from_queue, qrows, rows)
+    s = torch.einsum("md,mpd->mp", qc, rows) / temperature
+    return torch.logsumexp(s.masked_fill(~valid, float("-inf")), 1)
+
+
+def _left_out(q_group, k_group, pos, rows, cols):
+    """Boolean (len(rows), len(cols)) mask of keys k[cols] left out of the denominators of queries rows."""
+    same = q_group[rows][:, None] == k_group[cols][None, :]
+    if pos is None:
+        is_pos = rows[:, None] == cols[None, :]
+    else:
+        is_pos = (pos[rows][:, :, None] == cols[None, None, :]).any(1)
+    return same & ~is_pos
+
+
+def _key_chunks(n, total, chunk):
+    """(start, stop, from_k) over the key set, chunks never straddling the k / queue boundary."""
+    for a in range(0, n, chunk):
+        yield a, min(a + chunk, n), True
+    for a in range(n, total, chunk):
+        yield a, min(a + chunk, total), False
+
+
+class _ChunkedLSE(torch.autograd.Function):
+    """lse_i = log sum_{j kept} exp(<q_i, key_j> / tau), streamed over key chunks in both passes."""
+
+    @staticmethod
+    def forward(ctx, q, k, queue, pos, q_group, k_group, temperature, compute_dtype):
+        m, n = q.shape[0], k.shape[0]
+        total = n + (0 if queue is None else queue.shape[0])
+        chunk = max(16, _CHUNK_ELEMENTS // (m * (1 if pos is None else pos.shape[1] + 1)))
+        qc = q.to(compute_dtype)
+        rows = torch.arange(m, device=q.device)
+        lse = torch.full((m,), float("-inf"), dtype=compute_dtype, device=q.device)
+        for a, b, from_k in _key_chunks(n, total, chunk):
+            keys = k[a:b] if from_k else queue[a - n : b - n]
+            s = qc @ keys.to(compute_dtype).t() / temperature
+            if from_k and q_group is not None:
+                cols = torch.arange(a, b, device=q.device)
+                s = s.masked_fill(_left_out(q_group, k_group, pos, rows, cols), float("-inf"))
+            lse = torch.logaddexp(lse, torch.logsumexp(s, 1))
+        ctx.save_for_backward(q, k, queue, pos, q_group, k_group, lse)
+        ctx.temperature, ctx.compute_dtype, ctx.chunk = temperature, compute_dtype, chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, queue, pos, q_group, k_group, lse = ctx.saved_tensors
+        tau, cdt = ctx.temperature, ctx.compute_dtype
+        m, n = q.shape[0], k.shape[0]
+        total = n + (0 if queue is None else queue.shape[0])
+        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        qc = q.to(cdt)
+        g = g.to(cdt)
+        rows = torch.arange(m, device=q.device)
+        dq = torch.zeros_like(qc) if need_q else None
+        dk = torch.zeros(k.shape, dtype=cdt, device=k.device) if need_k else None
+        for a, b, from_k in _key_chunks(n, total, ctx.chunk):
+            if not (need_q or (need_k and from_k)):
+                continue
+            keys = (k[a:b] if from_k else queue[a - n : b - n]).to(cdt)
+            s = qc @ keys.t() / tau
+            if from_k and q_group is not None:
+                cols = torch.arange(a, b, device=q.device)
+                s = s.masked_fill(_left_out(q_group, k_group, pos, rows, cols), float("-inf"))
+            w = torch.exp(s - lse[:, None]) * g[:, None]  # g_i * softmax_ij
+            if need_q:
+                dq += w @ keys
+            if need_k and from_k:
+                dk[a:b] += w.t() @ qc
+        dq = None if dq is None else (dq / tau).to(q.dtype)
+        dk = None if dk is None else (dk / tau).to(k.dtype)
+        return dq, dk, None, None, None, None, None, None
+
+
+def _reduce(loss, reduction):
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -36,6 +197,75 @@ def info_nce_reference(q, k, queue=None, *, positive=None, q_group=None, k_group
     return loss
 
 
-def info_nce(q, k, queue=None, **kwargs):
-    """Dispatcher: the Triton kernel on CUDA tensors (once available), the reference elsewhere."""
-    return info_nce_reference(q, k, queue, **kwargs)
+def info_nce_reference(
+    q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
+):
+    """Chunked PyTorch InfoNCE (see module docstring); memory O(M * chunk + (M * P + N) * d).
+
+    Accepts float32, bfloat16, float16 and float64; computes in float32 (float64 for float64 inputs).
+    """
+    _check_inputs(
+        "info_nce_reference",
+        q,
+        k,
+        queue,
+        positive,
+        q_group,
+        k_group,
+        temperature,
+        reduction,
+        _TRITON_DTYPES + (torch.float64,),
+    )
+    temperature = float(temperature)
+    cdt = torch.float64 if torch.float64 in (q.dtype, k.dtype) else torch.float32
+    pos = _positive_table(positive, q.shape[0], q.device)
+    qg = None if q_group is None else q_group.long()
+    kg = None if k_group is None else k_group.long()
+    qd = None if queue is None else queue.detach()
+    lse = _ChunkedLSE.apply(q, k, qd, pos, qg, kg, temperature, cdt)
+    loss = lse - positive_logsumexp(q, k, qd, pos, temperature, cdt)
+    return _reduce(loss, reduction)
+
+
+def info_nce_triton(
+    q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
+):
+    """Triton InfoNCE (CUDA, or CPU under TRITON_INTERPRET=1); same contract as info_nce_reference.
+
+    Inputs float32 (tf32 dots when torch.get_float32_matmul_precision() is not "highest"), bfloat16 or
+    float16; mixed dtypes are promoted. Accumulates in float32; returns a float32 loss.
+    """
+    _check_inputs(
+        "info_nce_triton", q, k, queue, positive, q_group, k_group, temperature, reduction, _TRITON_DTYPES
+    )
+    from skelcl.kernels import infonce_triton  # imports triton (TRITON_INTERPRET is read at import)
+
+    temperature = float(temperature)
+    cdt = q.dtype
+    for t in (k, queue):
+        if t is not None:
+            cdt = torch.promote_types(cdt, t.dtype)
+    pos = _positive_table(positive, q.shape[0], q.device)
+    qg = None if q_group is None else q_group.long()
+    kg = None if k_group is None else k_group.long()
+    qd = None if queue is None else queue.detach().to(cdt)
+    lse = infonce_triton.dense_lse(q.to(cdt), k.to(cdt), qd, pos, qg, kg, temperature)
+    loss = lse - positive_logsumexp(q, k, qd, pos, temperature, torch.float32)
+    return _reduce(loss, reduction)
+
+
+def info_nce(
+    q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
+):
+    """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere."""
+    fn = info_nce_triton if q.is_cuda else info_nce_reference
+    return fn(
+        q,
+        k,
+        queue,
+        positive=positive,
+        q_group=q_group,
+        k_group=k_group,
+        temperature=temperature,
+        reduction=reduction,
+    )

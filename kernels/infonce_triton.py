@@ -1,0 +1,447 @@
+"""Triton kernels for the dense part of InfoNCE: lse_i = log sum_{j kept} exp(<q_i, key_j> / tau).
+
+Key set [k; queue], k (N, d) with gradient, queue (Q, d) without. Two kernels, no atomics:
+
+- `_fwd_kernel`, grid (query blocks, splits): one program streams the key tiles of its split with an
+  online log-sum-exp (base 2) and, when q needs a gradient, the softmax-weighted key average
+  E_i = sum_j softmax_ij key_j (FlashAttention forward with V = K). Then dq_i = g_i / tau * E_i needs no
+  second pass. Splitting the key range (flash-decoding) keeps the chip full when M is small and the
+  queue long; the splits are merged on the host from per-split (lse, E).
+- `_dk_kernel`, grid (key blocks of k): recomputes P^T tiles from the saved lse and accumulates
+  dk_j = 1 / tau * sum_i g_i P_ij q_i over all query tiles. Queue keys get no gradient.
+
+Saved for backward: lse (M,) and E (M, d) in float32; never an (M, N + Q) buffer. Both kernels run
+under TRITON_INTERPRET=1 on CPU tensors (the tests). Registered as torch custom ops
+(`skelcl::infonce_lse_fwd`, `skelcl::infonce_lse_dk`) with fake and autograd registrations, so
+torch.compile treats them as opaque nodes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+# Tile overrides for tuning runs (scripts/gpu_bench_infonce.py) and tests: keys of the configs below,
+# plus "splits" (number of key splits in the forward). Empty means: use the heuristics.
+OVERRIDE: dict = {}
+
+
+# --------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _fwd_tiles(
+    acc,
+    m_i,
+    l_i,
+    q,
+    key_ptr,
+    n_keys,
+    t_lo,
+    t_hi,
+    d,
+    scale2,
+    offs_m,
+    qg,
+    kg_ptr,
+    pos_ptr,
+    M,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    MASK_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    GROUPS: tl.constexpr,
+    POS_TABLE: tl.constexpr,
+    P: tl.constexpr,
+    NEED_E: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """Online log-sum-exp (and E accumulator) over key tiles t_lo..t_hi-1 of one key tensor."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    for t in range(t_lo, t_hi):
+        cols = t * BLOCK_N + offs_n
+        ptrs = key_ptr + cols[:, None] * d + offs_d[None, :]
+        if MASK_N:
+            if EVEN_D:
+                kt = tl.load(ptrs, mask=cols[:, None] < n_keys, other=0.0)
+            else:
+                kt = tl.load(ptrs, mask=(cols[:, None] < n_keys) & (offs_d[None, :] < d), other=0.0)
+        else:
+            if EVEN_D:
+                kt = tl.load(ptrs)
+            else:
+                kt = tl.load(ptrs, mask=offs_d[None, :] < d, other=0.0)
+        s = tl.dot(q, tl.trans(kt), input_precision=PREC) * scale2  # (BLOCK_M, BLOCK_N), base-2 logits
+        if MASK_N:
+            s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
+        if GROUPS:
+            kg = tl.load(kg_ptr + cols, mask=cols < n_keys, other=0)
+            left = qg[:, None] == kg[None, :]
+            if POS_TABLE:
+                for p in tl.static_range(P):
+                    pp = tl.load(pos_ptr + offs_m * P + p, mask=offs_m < M, other=-1)
+                    left = left & (pp[:, None] != cols[None, :])
+            else:
+                left = left & (offs_m[:, None] != cols[None, :])
+            s = tl.where(left, float("-inf"), s)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p_ij = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p_ij, 1)
+        if NEED_E:
+            acc = acc * alpha[:, None]
+            acc = tl.dot(p_ij.to(kt.dtype), kt, acc, input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _fwd_kernel(
+    q_ptr,
+    k_ptr,
+    queue_ptr,
+    pos_ptr,
+    qg_ptr,
+    kg_ptr,
+    lse_ptr,
+    e_ptr,
+    M,
+    N,
+    NQ,
+    d,
+    tiles_per_split,
+    scale2,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    GROUPS: tl.constexpr,
+    POS_TABLE: tl.constexpr,
+    P: tl.constexpr,
+    NEED_E: tl.constexpr,
+    HAS_QUEUE: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """Per (query block, split): lse_s (base e) into lse_ptr[s, M], E_s into e_ptr[s, M, d]."""
+    pid_m = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < M
+    q_mask = row_ok[:, None] & (offs_d[None, :] < d)
+    q = tl.load(q_ptr + offs_m[:, None] * d + offs_d[None, :], mask=q_mask, other=0.0)
+    if GROUPS:
+        qg = tl.load(qg_ptr + offs_m, mask=row_ok, other=0)
+    else:
+        qg = offs_m
+
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    m_i = tl.full((BLOCK_M,), -1.0e30, dtype=tl.float32)  # finite: fully masked tiles stay NaN-free
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+
+    tiles_k = tl.cdiv(N, BLOCK_N)
+    tiles_q = tl.cdiv(NQ, BLOCK_N)
+    lo = pid_s * tiles_per_split
+    hi = tl.minimum(lo + tiles_per_split, tiles_k + tiles_q)
+    # k tiles: full ones without column masks, then the ragged last one.
+    k_hi = tl.minimum(hi, tiles_k)
+    k_full = tl.minimum(k_hi, N // BLOCK_N)
+    acc, m_i, l_i = _fwd_tiles(
+        acc, m_i, l_i, q, k_ptr, N, lo, k_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
+        BLOCK_N, BLOCK_D, False, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC,
+    )  # fmt: skip
+    acc, m_i, l_i = _fwd_tiles(
+        acc, m_i, l_i, q, k_ptr, N, tl.maximum(lo, k_full), k_hi, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
+        BLOCK_N, BLOCK_D, True, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC,
+    )  # fmt: skip
+    if HAS_QUEUE:
+        q_lo = tl.maximum(lo - tiles_k, 0)
+        q_hi = tl.maximum(hi - tiles_k, 0)
+        q_full = tl.minimum(q_hi, NQ // BLOCK_N)
+        acc, m_i, l_i = _fwd_tiles(
+            acc, m_i, l_i, q, queue_ptr, NQ, q_lo, q_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
+            BLOCK_N, BLOCK_D, False, EVEN_D, False, POS_TABLE, P, NEED_E, PREC,
+        )  # fmt: skip
+        acc, m_i, l_i = _fwd_tiles(
+            acc, m_i, l_i, q, queue_ptr, NQ, tl.maximum(q_lo, q_full), q_hi, d, scale2, offs_m, qg, kg_ptr,
+            pos_ptr, M, BLOCK_N, BLOCK_D, True, EVEN_D, False, POS_TABLE, P, NEED_E, PREC,
+        )  # fmt: skip
+
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # -inf where nothing was kept
+    tl.store(lse_ptr + pid_s * M + offs_m, lse, mask=row_ok)
+    if NEED_E:
+        e = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(e_ptr + (pid_s * M + offs_m[:, None]) * d + offs_d[None, :], e, mask=q_mask)
+
+
+@triton.jit
+def _dk_kernel(
+    q_ptr,
+    k_ptr,
+    lse_ptr,
+    g_ptr,
+    gmax_ptr,
+    pos_ptr,
+    qg_ptr,
+    kg_ptr,
+    dk_ptr,
+    M,
+    N,
+    d,
+    scale2,
+    inv_tau,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    GROUPS: tl.constexpr,
+    POS_TABLE: tl.constexpr,
+    P: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """dk[j] = gmax / tau * sum_i (g_i / gmax) exp(s_ij - lse_i) q_i for the BLOCK_N keys of this program."""
+    pid = tl.program_id(0)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_b = tl.arange(0, BLOCK_M)
+    d_ok = offs_d[None, :] < d
+    k_mask = (offs_n[:, None] < N) & d_ok
+    kt = tl.load(k_ptr + offs_n[:, None] * d + offs_d[None, :], mask=k_mask, other=0.0)
+    if GROUPS:
+        kg = tl.load(kg_ptr + offs_n, mask=offs_n < N, other=0)
+    else:
+        kg = offs_n
+    acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    for t in range(0, tl.cdiv(M, BLOCK_M)):
+        offs_m = t * BLOCK_M + offs_b
+        row_ok = offs_m < M
+        qt = tl.load(q_ptr + offs_m[:, None] * d + offs_d[None, :], mask=row_ok[:, None] & d_ok, other=0.0)
+        lse2 = tl.load(lse_ptr + offs_m, mask=row_ok, other=float("inf")) * 1.4426950408889634
+        g = tl.load(g_ptr + offs_m, mask=row_ok, other=0.0)
+        s = tl.dot(kt, tl.trans(qt), input_precision=PREC) * scale2  # (BLOCK_N, BLOCK_M), base 2
+        p_t = tl.exp2(s - lse2[None, :])
+        if GROUPS:
+            qg = tl.load(qg_ptr + offs_m, mask=row_ok, other=0)
+            left = kg[:, None] == qg[None, :]
+            if POS_TABLE:
+                for p in tl.static_range(P):
+                    pp = tl.load(pos_ptr + offs_m * P + p, mask=row_ok, other=-1)
+                    left = left & (offs_n[:, None] != pp[None, :])
+            else:
+                left = left & (offs_n[:, None] != offs_m[None, :])
+            p_t = tl.where(left, 0.0, p_t)
+        p_t = p_t * g[None, :]
+        acc = tl.dot(p_t.to(qt.dtype), qt, acc, input_precision=PREC)
+    acc = acc * (tl.load(gmax_ptr) * inv_tau)
+    tl.store(dk_ptr + offs_n[:, None] * d + offs_d[None, :], acc.to(dk_ptr.dtype.element_ty), mask=k_mask)
+
+
+# ------------------------------------------------------------------------------------------ configs
+def _block_d(d):
+    return max(16, triton.next_power_of_2(d))
+
+
+def fwd_config(d, dtype, device):
+    """Tiles of the forward kernel: dict(BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    bd = _block_d(d)
+    if device.type != "cuda":
+        cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
+    elif dtype == torch.float32:
+        if bd <= 64:
+            cfg = dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
+        elif bd == 128:
+            cfg = dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)
+        else:
+            cfg = dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    else:
+        if bd <= 64:
+            cfg = dict(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=3)
+        elif bd == 128:
+            cfg = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3)
+        else:
+            cfg = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+    return {**cfg, **{k[4:]: v for k, v in OVERRIDE.items() if k.startswith("fwd_")}}
+
+
+def dk_config(d, dtype, device):
+    """Tiles of the dk kernel: BLOCK_N keys held per program, BLOCK_M queries per loop step."""
+    bd = _block_d(d)
+    if device.type != "cuda":
+        cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
+    elif dtype == torch.float32:
+        cfg = (
+            dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+            if bd <= 128
+            else dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)
+        )
+    else:
+        if bd <= 128:
+            cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=3)
+        else:
+            cfg = dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)
+    return {**cfg, **{k[3:]: v for k, v in OVERRIDE.items() if k.startswith("dk_")}}
+
+
+def _num_sms(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def choose_splits(query_blocks, key_tiles, sms, min_tiles=8):
+    """Number of key splits: the fewest that fill whole waves (>= 90%) of a one-program-per-SM launch,
+    keeping >= min_tiles key tiles per split."""
+    best, best_util = 1, 0.0
+    max_splits = max(1, key_tiles // min_tiles)
+    for s in range(1, min(max_splits, 256) + 1):
+        progs = query_blocks * s
+        util = progs / (math.ceil(progs / sms) * sms)
+        if progs >= sms and util >= 0.9:
+            return s
+        if util > best_util + 1e-9:
+            best, best_util = s, util
+    return best
+
+
+def _precision(dtype):
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "ieee"
+    return "tf32"
+
+
+# --------------------------------------------------------------------------------------- launchers
+def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
+    m, d = q.shape
+    n = k.shape[0]
+    nq = 0 if queue is None else queue.shape[0]
+    cfg = fwd_config(d, q.dtype, q.device)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    key_tiles = triton.cdiv(n, bn) + triton.cdiv(nq, bn)
+    query_blocks = triton.cdiv(m, bm)
+    splits = OVERRIDE.get("splits") or choose_splits(query_blocks, key_tiles, _num_sms(q.device))
+    per_split = triton.cdiv(key_tiles, min(splits, key_tiles))
+    splits = triton.cdiv(key_tiles, per_split)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    lse = torch.empty((splits, m), **f32)
+    e = torch.empty((splits, m, d) if need_e else (1,), **f32)
+    _fwd_kernel[(query_blocks, splits)](
+        q, k, k if queue is None else queue, q if pos is None else pos,
+        q if q_group is None else q_group, q if k_group is None else k_group,
+        lse, e, m, n, nq, d, per_split, LOG2E / temperature,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=_block_d(d), EVEN_D=_block_d(d) == d,
+        GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
+        NEED_E=need_e, HAS_QUEUE=nq > 0, PREC=_precision(q.dtype),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )  # fmt: skip
+    if splits == 1:
+        return lse[0], (e[0] if need_e else q.new_empty((0, d), dtype=torch.float32))
+    total = torch.logsumexp(lse, 0)
+    if not need_e:
+        return total, q.new_empty((0, d), dtype=torch.float32)
+    w = torch.exp(lse - total)  # (splits, M), 0 for empty splits
+    return total, torch.einsum("sm,smd->md", w, e)
+
+
+def _dk(q, k, lse, g, pos, q_group, k_group, temperature):
+    m, d = q.shape
+    n = k.shape[0]
+    cfg = dk_config(d, q.dtype, q.device)
+    g = g.float().contiguous()
+    gmax = g.abs().amax().clamp_min(1e-30).reshape(1)  # keeps g / gmax in range for float16 tiles
+    dk = torch.empty_like(k)
+    _dk_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
+        q, k, lse, g / gmax, gmax, q if pos is None else pos,
+        q if q_group is None else q_group, q if k_group is None else k_group, dk,
+        m, n, d, LOG2E / temperature, 1.0 / temperature,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=_block_d(d),
+        GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
+        PREC=_precision(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )  # fmt: skip
+    return dk
+
+
+# -------------------------------------------------------------------------------------- custom ops
+@torch.library.custom_op("skelcl::infonce_lse_fwd", mutates_args=())
+def lse_fwd_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor | None,
+    pos: torch.Tensor | None,
+    q_group: torch.Tensor | None,
+    k_group: torch.Tensor | None,
+    temperature: float,
+    need_e: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lse (M,) float32, E (M, d) float32 or (0, d)) for contiguous q, k, queue of one dtype."""
+    return _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e)
+
+
+@lse_fwd_op.register_fake
+def _(q, k, queue, pos, q_group, k_group, temperature, need_e):
+    m, d = q.shape
+    return q.new_empty((m,), dtype=torch.float32), q.new_empty((m if need_e else 0, d), dtype=torch.float32)
+
+
+@torch.library.custom_op("skelcl::infonce_lse_dk", mutates_args=())
+def lse_dk_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    g: torch.Tensor,
+    pos: torch.Tensor | None,
+    q_group: torch.Tensor | None,
+    k_group: torch.Tensor | None,
+    temperature: float,
+) -> torch.Tensor:
+    """dk (N, d) in k.dtype: gradient of sum_i g_i lse_i with respect to k."""
+    return _dk(q, k, lse, g, pos, q_group, k_group, temperature)
+
+
+@lse_dk_op.register_fake
+def _(q, k, lse, g, pos, q_group, k_group, temperature):
+    return torch.empty_like(k)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, queue, pos, q_group, k_group, temperature, need_e = inputs
+    lse, e = output
+    ctx.save_for_backward(q, k, queue, pos, q_group, k_group, lse, e)
+    ctx.temperature = temperature
+    ctx.need_e = need_e
+    ctx.mark_non_differentiable(e)
+
+
+def _backward(ctx, g_lse, g_e):
+    q, k, queue, pos, q_group, k_group, lse, e = ctx.saved_tensors
+    tau = ctx.temperature
+    dq = dk = None
+    if ctx.needs_input_grad[0]:
+        if not ctx.need_e:  # q was not marked as needing a gradient at call time: recompute E
+            _, e = lse_fwd_op(q, k, queue, pos, q_group, k_group, tau, True)
+        dq = (e * (g_lse.float() / tau)[:, None]).to(q.dtype)
+    if ctx.needs_input_grad[1]:
+        dk = lse_dk_op(q, k, lse, g_lse, pos, q_group, k_group, tau)
+    return dq, dk, None, None, None, None, None, None
+
+
+lse_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def dense_lse(q, k, queue, pos, q_group, k_group, temperature):
+    """lse (M,) float32 of the kept keys; q, k, queue one dtype; pos None or (M, P) int64."""
+    need_e = torch.is_grad_enabled() and q.requires_grad
+    lse, _ = lse_fwd_op(
+        q.contiguous(),
+        k.contiguous(),
+        None if queue is None else queue.contiguous(),
+        None if pos is None else pos.contiguous(),
+        q_group,
+        k_group,
+        temperature,
+        need_e,
+    )
+    return lse
