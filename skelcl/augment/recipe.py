@@ -77,7 +77,8 @@ class Shear:
 
 @dataclass(frozen=True)
 class Rotate:
-    """x -> Rz Ry Rx x; a random main axis turns U(-main_deg, main_deg) degrees, the others U(-other_deg, other_deg)."""
+    """x -> Rz Ry Rx x: a random main axis turns U(-main_deg, main_deg) degrees,
+    the other two U(-other_deg, other_deg)."""
 
     main_deg: float = 30.0
     other_deg: float = 1.0
