@@ -1,0 +1,189 @@
+"""Segment files (PKU-MMD folders, JSON) and the `skelcl evaluate` command end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from skelcl.cli import main
+from skelcl.eval import EvalInputError, Segment
+from skelcl.eval.io import read_segments_dir, read_segments_json, write_segments_dir, write_segments_json
+
+SEGS = {
+    "0002-L": [Segment(0, 10, 20, 0.5), Segment(50, 30.5, 41.25, 0.125)],
+    "0002-M": [],
+    "0003-R": [Segment(7, 0, 1e6, 1.0)],
+}
+
+
+def test_folder_round_trip_and_one_based_text(tmp_path):
+    write_segments_dir(tmp_path, SEGS)
+    assert (tmp_path / "0002-L.txt").read_text() == "1,10,20,0.5\n51,30.5,41.25,0.125\n"
+    assert (tmp_path / "0002-M.txt").read_text() == ""
+    assert read_segments_dir(tmp_path) == SEGS
+    write_segments_dir(tmp_path / "zero", SEGS, label_base=0)
+    assert (tmp_path / "zero" / "0002-L.txt").read_text().startswith("0,10,20,")
+    assert read_segments_dir(tmp_path / "zero", label_base=0) == SEGS
+
+
+def test_folder_reads_pkummd_style_lines(tmp_path):
+    (tmp_path / "0291-M.txt").write_text("3 , 120,245,1\n\n 51,900,870,2\n7,1,5\n")
+    (tmp_path / "notes.md").write_text("not a label file")
+    segs = read_segments_dir(tmp_path)
+    # 1-based ids become 0-based; start > end is swapped; the score column defaults to 1
+    assert segs == {"0291-M": [Segment(2, 120, 245, 1.0), Segment(50, 870, 900, 2.0), Segment(6, 1, 5, 1.0)]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,2,3\n4,5\n", ":2: expected 'label,start,end"),
+        ("1,2,3\n\nwalk,5,6\n", ":3: expected 'label,start,end[,score]' with an integer label"),
+        ("1.5,2,3\n", ":1:"),
+        ("1,2,nan\n", ":1: start, end and score must be finite"),
+        ("0,2,3\n", ":1: unknown class 0 (class ids in this file: 1..51)"),
+        ("1,2,3\n52,1,2\n", ":2: unknown class 52 (class ids in this file: 1..51)"),
+    ],
+)
+def test_folder_errors_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "v.txt").write_text(text)
+    with pytest.raises(EvalInputError) as err:
+        read_segments_dir(tmp_path, num_classes=51)
+    assert str(tmp_path / "v.txt") + message in str(err.value)
+
+
+def test_json_round_trip_and_forms(tmp_path):
+    path = tmp_path / "s.json"
+    write_segments_json(path, SEGS, classes=[f"c{i}" for i in range(51)])
+    doc = json.loads(path.read_text())
+    assert doc["label_base"] == 0 and doc["videos"]["0002-L"][0] == [0, 10, 20, 0.5]
+    assert read_segments_json(path) == SEGS
+    path.write_text(
+        json.dumps({"label_base": 1, "videos": {"a": [{"label": 2, "start": 5, "end": 9}, [1, 0, 4, 0.3]]}})
+    )
+    assert read_segments_json(path) == {"a": [Segment(1, 5, 9, 1.0), Segment(0, 0, 4, 0.3)]}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], 'expected an object with a "videos" mapping'),
+        ({"videos": {"a": [[0, 1]]}}, "video 'a', segment 0: expected [label, start, end, score]"),
+        ({"videos": {"a": [[0, 1, 2], ["x", 1, 2]]}}, "video 'a', segment 1: label must be an integer"),
+        ({"videos": {"a": [{"label": 0, "start": 1}]}}, "needs label, start and end"),
+        ({"classes": ["x"], "videos": {"a": [[1, 0, 2]]}}, "segment 0: unknown class 1"),
+    ],
+)
+def test_json_errors(tmp_path, doc, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(EvalInputError, match=None) as err:
+        read_segments_json(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    path.write_text("{not json")
+    with pytest.raises(EvalInputError, match="not a readable JSON file"):
+        read_segments_json(path)
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def write_case(root):
+    """Two videos, classes 1 and 2 (file ids): hand-computed pkummd figures in `expected`."""
+    gt, pred = root / "gt", root / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    (gt / "a.txt").write_text("1,0,10,1\n1,20,30,1\n2,40,50,1\n")
+    (gt / "b.txt").write_text("")  # a video without actions
+    # class 1 (0-based 0): hits [0,10); duplicate -> FP; [22,30) IoU 0.8 -> hit.  AP = 1/2 + 1/3 at every
+    # pkummd threshold.  class 2: one prediction in the empty video (FP) above one with IoU 1/3
+    # ([40,50) vs [45,55): 5/15): AP@0.1 = AP@0.3 = 1/2 (precision 1/2 at recall 1), AP@0.5 = 0.
+    (pred / "a.txt").write_text("1,0,10,0.9\n1,0,10,0.8\n1,22,30,0.7\n2,45,55,0.5\n")
+    (pred / "b.txt").write_text("2,0,5,0.6\n")
+    return gt, pred
+
+
+def test_evaluate_end_to_end(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)
+    out = tmp_path / "res" / "figures.json"
+    code = main(
+        ["evaluate", "--gt", str(gt), "--pred", str(pred), "--protocol", "pkummd", "--json", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    ap1 = 0.5 + 1 / 3
+    assert res["mAP@0.1"] == pytest.approx((ap1 + 0.5) / 2)
+    assert res["mAP@0.3"] == pytest.approx((ap1 + 0.5) / 2)
+    assert res["mAP@0.5"] == pytest.approx(ap1 / 2)
+    assert res["avg_mAP_0.1:0.5"] == pytest.approx(((ap1 + 0.5) / 2 * 2 + ap1 / 2) / 3)
+    assert res["per_class"]["2"]["AP@0.5"] == 0.0  # keys are the class ids of the files
+    assert res["per_class"]["1"]["num_pred"] == 3
+    assert res["num_videos"] == 2 and res["num_gt"] == 3 and res["num_pred"] == 5
+    assert "mAP@0.5" in printed and f"{100 * ap1 / 2:.2f}" in printed
+    # continuous vs inclusive: [40,50] vs [45,55] inclusive is 6/16, still below 0.5
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--iou", "inclusive", "--per-class"]) == 0
+    printed = capsys.readouterr().out
+    assert "iou inclusive" in printed and "AP@0.7" in printed
+
+
+def test_evaluate_json_inputs_with_names(tmp_path, capsys):
+    gt = {"a": [Segment(0, 0, 10)], "b": [Segment(1, 5, 9)]}
+    write_segments_json(tmp_path / "gt.json", gt, classes=["walk", "run", "jump"])
+    write_segments_json(tmp_path / "pred.json", {"a": [Segment(0, 1, 10, 0.3)]})
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+                 "--json", str(out)]) == 0  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["num_classes"] == 3 and set(res["per_class"]) == {"walk", "run"}
+    assert res["mAP@0.5"] == pytest.approx(0.5) and res["mAP@0.7"] == pytest.approx(0.5)
+    capsys.readouterr()
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "skelcl", "evaluate", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_evaluate_errors_without_traceback(tmp_path):
+    gt, pred = write_case(tmp_path)
+    (pred / "a.txt").write_text("1,0,10,0.9\n1,0,ten,0.8\n")
+    proc = run_cli("--gt", str(gt), "--pred", str(pred))
+    assert proc.returncode == 2
+    assert f"{pred / 'a.txt'}:2: expected 'label,start,end[,score]'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("c.txt", "1,0,5,0.5\n"), "predictions for 1 video(s) not in the ground truth: 'c'"),
+        (("b.txt", "1,0,5,0.5\n3,0,5,0.5\n"), "b.txt:2: unknown class 3 (class ids in this file: 1..2)"),
+    ],
+)
+def test_evaluate_unknown_video_or_class(tmp_path, capsys, change, message):
+    gt, pred = write_case(tmp_path)
+    (pred / change[0]).write_text(change[1])
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred)]) == 2
+    assert message in capsys.readouterr().err
+    # with --classes 3 the class is known (and absent from the ground truth), the video still is not
+    if change[0] == "b.txt":
+        assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--classes", "3"]) == 0
+
+
+def test_evaluate_missing_inputs(tmp_path, capsys):
+    gt, _ = write_case(tmp_path)
+    assert main(["evaluate", "--gt", str(tmp_path / "nope"), "--pred", str(gt)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "--gt", str(empty), "--pred", str(gt)]) == 2
+    assert "no ground-truth videos" in capsys.readouterr().err
+
+
+def test_label_below_base_without_class_count(tmp_path):
+    (tmp_path / "v.txt").write_text("0,2,3\n")
+    with pytest.raises(EvalInputError, match=r"v.txt:1: unknown class 0 \(class ids in this file: >= 1\)"):
+        read_segments_dir(tmp_path)
