@@ -187,3 +187,46 @@ def test_label_below_base_without_class_count(tmp_path):
     (tmp_path / "v.txt").write_text("0,2,3\n")
     with pytest.raises(EvalInputError, match=r"v.txt:1: unknown class 0 \(class ids in this file: >= 1\)"):
         read_segments_dir(tmp_path)
+
+
+def test_inclusive_end_reading(tmp_path):
+    (tmp_path / "v.txt").write_text("1,0,9,1\n2,30,20,1\n")
+    assert read_segments_dir(tmp_path, inclusive_end=True) == {"v": [Segment(0, 0, 10), Segment(1, 20, 31)]}
+    write_segments_json(tmp_path / "s.json", {"v": [Segment(0, 0, 9)]})
+    assert read_segments_json(tmp_path / "s.json", inclusive_end=True) == {"v": [Segment(0, 0, 10)]}
+
+
+def test_pkummd_rows_read_like_the_dataset_reader(tmp_path):
+    """A PKU-MMD label file read with inclusive_end gives the same segments as the dataset reader's
+    per-frame labels (rows cover start..end inclusive) turned back into segments."""
+    pkummd = pytest.importorskip("skelcl.data.pkummd")
+    from skelcl.eval import segments_from_labels
+
+    (tmp_path / "0291-M.txt").write_text("3,120,245,1\n51,400,300,2\n7,0,5,1\n3,250,260,1\n")
+    rows, swapped = pkummd.read_labels(tmp_path / "0291-M.txt")
+    labels, _, _ = pkummd.frame_labels(rows, 500)
+    from_frames = segments_from_labels(labels, background=pkummd.BACKGROUND)
+    from_file = read_segments_dir(tmp_path, inclusive_end=True)["0291-M"]
+    assert swapped == 1
+    # the 4th column of ground truth is an annotation confidence, not a score: compare the ranges
+    assert sorted((s.start, s.end, s.label) for s in from_file) == [
+        (s.start, s.end, s.label) for s in from_frames
+    ]
+
+
+def test_evaluate_inclusive_end_flags(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    (gt / "v.txt").write_text("1,0,9,1\n")  # frames 0..9 inclusive
+    (pred / "v.txt").write_text("1,0,10,0.5\n")  # half-open [0, 10)
+    base = ["evaluate", "--gt", str(gt), "--pred", str(pred), "--protocol", "anet"]
+    out = tmp_path / "r.json"
+    assert main([*base, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP@0.95"] == 0.0  # IoU 9/10
+    assert main([*base, "--gt-inclusive-end", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP@0.95"] == 1.0
+    assert main([*base, "--pred-inclusive-end", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP@0.8"] == pytest.approx(1.0)  # IoU 9/11 = 0.82
+    assert json.loads(out.read_text())["mAP@0.85"] == 0.0
+    capsys.readouterr()

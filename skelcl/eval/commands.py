@@ -25,7 +25,8 @@ else the largest ground-truth class id.
 
 IoU (--iou): "continuous" (default) reads [start, end) as a real interval of length end - start (skelcl
 writes segments that way, end = last frame + 1); "inclusive" counts end as a frame inside the segment
-(length end - start + 1).
+(length end - start + 1). PKU-MMD's own label files name the last frame as end: to compare them with
+skelcl's predictions, keep --iou continuous and add --gt-inclusive-end (reads their end as end + 1).
 
 Protocols (thresholds; averages):
 """
@@ -57,6 +58,13 @@ def register(subparsers) -> None:
         default=1,
         help="id of the first class in folder files (default 1, as in PKU-MMD)",
     )
+    p.add_argument(
+        "--gt-inclusive-end",
+        action="store_true",
+        help="ground-truth files give the last frame of a segment as its end (PKU-MMD label files do): "
+        "read end + 1, so it compares with skelcl's half-open predictions",
+    )
+    p.add_argument("--pred-inclusive-end", action="store_true", help="the same for the prediction files")
     p.add_argument("--json", metavar="OUT", help="write all figures (and per-class AP) to this JSON file")
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
     p.set_defaults(func=run)
@@ -65,7 +73,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.classes is not None and args.classes < 1:
         raise EvalInputError(f"--classes must be >= 1, got {args.classes}")
-    gt, gt_names, gt_base = read_segments(args.gt, args.label_base, num_classes=args.classes)
+    gt, gt_names, gt_base = read_segments(
+        args.gt, args.label_base, num_classes=args.classes, inclusive_end=args.gt_inclusive_end
+    )
     if not gt:
         raise EvalInputError(f"{args.gt}: no ground-truth videos found")
     num_classes = args.classes
@@ -76,7 +86,9 @@ def run(args) -> int:
         if not labels:
             raise EvalInputError(f"{args.gt}: the ground truth holds no segments")
         num_classes = max(labels) + 1
-    pred, pred_names, _ = read_segments(args.pred, args.label_base, num_classes=num_classes)
+    pred, pred_names, _ = read_segments(
+        args.pred, args.label_base, num_classes=num_classes, inclusive_end=args.pred_inclusive_end
+    )
     if gt_names is not None and pred_names is not None and gt_names != pred_names:
         raise EvalInputError(f"{args.pred}: its class names differ from those of {args.gt}")
     unknown = sorted(set(pred) - set(gt))

@@ -13,6 +13,8 @@ Folder (PKU-MMD style): one text file NAME.txt per video (video name = file name
             score of ground truth is never used).
     An empty file is a video without actions: keep one for such videos in a ground-truth folder, since a
     video is evaluated only if the ground truth names it.
+    PKU-MMD's own label files name the last frame of an action as its end (frames start..end); read them
+    with inclusive_end=True (command line: --gt-inclusive-end) to get half-open Segments (end + 1).
 JSON: {"format": "skelcl-segments", "label_base": 0, "classes": ["walk", ...] (optional),
        "videos": {"NAME": [[label, start, end, score], ...], ...}}
     label_base (default 0 in JSON) says which number the first class has in the file; a segment may also be
@@ -27,6 +29,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from skelcl.eval.segments import EvalInputError, Segment
@@ -35,12 +38,13 @@ FORMAT = "skelcl-segments"
 
 
 def read_segments_dir(
-    path, label_base: int = 1, *, num_classes: int | None = None
+    path, label_base: int = 1, *, num_classes: int | None = None, inclusive_end: bool = False
 ) -> dict[str, list[Segment]]:
     """Read a folder of NAME.txt files -> {NAME: [Segment, ...]} with 0-based labels.
 
     label_base: the id of the first class in the files (1 for PKU-MMD). With num_classes, a label outside
-    the known classes is an error naming file and line.
+    the known classes is an error naming file and line. inclusive_end: the files give the last frame of a
+    segment as its end (PKU-MMD's label files do); end + 1 is stored, so the Segments are half-open.
     """
     path = Path(path)
     if not path.is_dir():
@@ -48,7 +52,7 @@ def read_segments_dir(
     out = {}
     for file in sorted(path.glob("*.txt")):
         out[file.stem] = _read_txt(file, label_base, num_classes)
-    return out
+    return _half_open(out) if inclusive_end else out
 
 
 def write_segments_dir(path, segments: dict[str, list[Segment]], label_base: int = 1) -> None:
@@ -63,12 +67,17 @@ def write_segments_dir(path, segments: dict[str, list[Segment]], label_base: int
         _write_atomic(path / f"{name}.txt", "".join(lines))
 
 
-def read_segments_json(path, *, num_classes: int | None = None) -> dict[str, list[Segment]]:
-    """Read a skelcl-segments JSON file -> {NAME: [Segment, ...]} with 0-based labels."""
-    return read_segments_json_with_classes(path, num_classes=num_classes)[0]
+def read_segments_json(
+    path, *, num_classes: int | None = None, inclusive_end: bool = False
+) -> dict[str, list[Segment]]:
+    """Read a skelcl-segments JSON file -> {NAME: [Segment, ...]} with 0-based labels.
+
+    inclusive_end: as in read_segments_dir.
+    """
+    return read_segments_json_with_classes(path, num_classes=num_classes, inclusive_end=inclusive_end)[0]
 
 
-def read_segments_json_with_classes(path, *, num_classes: int | None = None):
+def read_segments_json_with_classes(path, *, num_classes: int | None = None, inclusive_end: bool = False):
     """Like read_segments_json, also returning (class names or None, the file's label_base)."""
     path = Path(path)
     try:
@@ -93,7 +102,7 @@ def read_segments_json_with_classes(path, *, num_classes: int | None = None):
         if not isinstance(segs, list):
             raise EvalInputError(f"{path}: video {name!r}: expected a list of segments")
         out[name] = [_json_segment(path, name, k, item, base, num_classes) for k, item in enumerate(segs)]
-    return out, classes, base
+    return (_half_open(out) if inclusive_end else out), classes, base
 
 
 def write_segments_json(path, segments: dict[str, list[Segment]], classes=None) -> None:
@@ -108,13 +117,14 @@ def write_segments_json(path, segments: dict[str, list[Segment]], classes=None) 
     _write_atomic(Path(path), json.dumps(doc) + "\n")
 
 
-def read_segments(path, label_base: int = 1, *, num_classes: int | None = None):
+def read_segments(path, label_base: int = 1, *, num_classes: int | None = None, inclusive_end: bool = False):
     """A folder or a .json file -> (segments, class names or None, label_base of the file)."""
     path = Path(path)
     if path.is_dir():
-        return read_segments_dir(path, label_base, num_classes=num_classes), None, label_base
+        segs = read_segments_dir(path, label_base, num_classes=num_classes, inclusive_end=inclusive_end)
+        return segs, None, label_base
     if path.suffix.lower() == ".json":
-        return read_segments_json_with_classes(path, num_classes=num_classes)
+        return read_segments_json_with_classes(path, num_classes=num_classes, inclusive_end=inclusive_end)
     if not path.exists():
         raise EvalInputError(f"{path}: no such file or folder")
     raise EvalInputError(f"{path}: expected a folder of NAME.txt files or a .json file")
@@ -178,6 +188,10 @@ def _make(where, label, start, end, score, base, num_classes) -> Segment:
     if start > end:
         start, end = end, start
     return Segment(label0, start, end, score)
+
+
+def _half_open(segments: dict) -> dict:
+    return {name: [replace(s, end=s.end + 1) for s in segs] for name, segs in segments.items()}
 
 
 def _num(x) -> str:
