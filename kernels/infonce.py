@@ -9,7 +9,8 @@ Shapes: q (M, d) and k (N, d) receive gradients, queue (Q, d) or None receives n
 
 Key j < N is left out of row i when k_group[j] == q_group[i] and j is not one of i's positives; queue
 entries are never left out. positive is None (key i for query i, needs N >= M), (M,) or (M, P) long with
--1 padding. A row whose positives are all -1 has loss +inf.
+-1 padding. Positives are a set (a repeated index counts once); a row whose positives are all -1 has
+loss +inf.
 
 Gradient of the dense part: d lse_i / d s_ij = softmax_ij over the kept keys, so
     dq_i = g_i / tau * sum_j softmax_ij key_j,     dk_j = 1 / tau * sum_i g_i softmax_ij q_i,
@@ -69,7 +70,7 @@ def _check_inputs(name, q, k, queue, positive, q_group, k_group, temperature, re
             raise ValueError(f"{name}: positive must have shape (M,) or (M, P) with M={m}, got {shape}")
         if positive.device != q.device:
             raise ValueError(f"{name}: positive is on {positive.device} but q is on {q.device}")
-        if positive.device.type == "cpu":
+        if positive.device.type == "cpu" and not torch.compiler.is_compiling():
             total = n + (0 if queue is None else queue.shape[0])
             lo, hi = int(positive.min()), int(positive.max())
             if lo < -1 or hi >= total:
@@ -110,6 +111,10 @@ def positive_logsumexp(q, k, queue, pos, temperature, compute_dtype):
         return (qc * k[:m].to(compute_dtype)).sum(-1) / temperature
     n = k.shape[0]
     valid = pos >= 0
+    if pos.shape[1] > 1:  # a repeated index counts once: positives are a set of keys
+        npos = pos.shape[1]
+        earlier = torch.ones(npos, npos, dtype=torch.bool, device=pos.device).tril(-1)
+        valid = valid & ~((pos[:, :, None] == pos[:, None, :]) & earlier).any(2)
     rows = k[pos.clamp(0, n - 1)].to(compute_dtype)  # (M, P, d)
     if queue is not None:
         from_queue = (pos >= n)[..., None]

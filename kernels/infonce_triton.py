@@ -59,6 +59,7 @@ def _fwd_tiles(
     P: tl.constexpr,
     NEED_E: tl.constexpr,
     PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Online log-sum-exp (and E accumulator) over key tiles t_lo..t_hi-1 of one key tensor."""
     offs_n = tl.arange(0, BLOCK_N)
@@ -76,6 +77,9 @@ def _fwd_tiles(
                 kt = tl.load(ptrs)
             else:
                 kt = tl.load(ptrs, mask=offs_d[None, :] < d, other=0.0)
+        p_dt = kt.dtype
+        if UPCAST:
+            kt = kt.to(tl.float32)
         s = tl.dot(q, tl.trans(kt), input_precision=PREC) * scale2  # (BLOCK_M, BLOCK_N), base-2 logits
         if MASK_N:
             s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
@@ -95,7 +99,7 @@ def _fwd_tiles(
         l_i = l_i * alpha + tl.sum(p_ij, 1)
         if NEED_E:
             acc = acc * alpha[:, None]
-            acc = tl.dot(p_ij.to(kt.dtype), kt, acc, input_precision=PREC)
+            acc = tl.dot(p_ij.to(p_dt).to(kt.dtype), kt, acc, input_precision=PREC)
         m_i = m_new
     return acc, m_i, l_i
 
@@ -126,6 +130,7 @@ def _fwd_kernel(
     NEED_E: tl.constexpr,
     HAS_QUEUE: tl.constexpr,
     PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Per (query block, split): lse_s (base e) into lse_ptr[s, M], E_s into e_ptr[s, M, d]."""
     pid_m = tl.program_id(0)
@@ -135,6 +140,8 @@ def _fwd_kernel(
     row_ok = offs_m < M
     q_mask = row_ok[:, None] & (offs_d[None, :] < d)
     q = tl.load(q_ptr + offs_m[:, None] * d + offs_d[None, :], mask=q_mask, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
     if GROUPS:
         qg = tl.load(qg_ptr + offs_m, mask=row_ok, other=0)
     else:
@@ -153,11 +160,11 @@ def _fwd_kernel(
     k_full = tl.minimum(k_hi, N // BLOCK_N)
     acc, m_i, l_i = _fwd_tiles(
         acc, m_i, l_i, q, k_ptr, N, lo, k_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
-        BLOCK_N, BLOCK_D, False, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC,
+        BLOCK_N, BLOCK_D, False, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC, UPCAST,
     )  # fmt: skip
     acc, m_i, l_i = _fwd_tiles(
         acc, m_i, l_i, q, k_ptr, N, tl.maximum(lo, k_full), k_hi, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
-        BLOCK_N, BLOCK_D, True, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC,
+        BLOCK_N, BLOCK_D, True, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC, UPCAST,
     )  # fmt: skip
     if HAS_QUEUE:
         q_lo = tl.maximum(lo - tiles_k, 0)
@@ -165,11 +172,11 @@ def _fwd_kernel(
         q_full = tl.minimum(q_hi, NQ // BLOCK_N)
         acc, m_i, l_i = _fwd_tiles(
             acc, m_i, l_i, q, queue_ptr, NQ, q_lo, q_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
-            BLOCK_N, BLOCK_D, False, EVEN_D, False, POS_TABLE, P, NEED_E, PREC,
+            BLOCK_N, BLOCK_D, False, EVEN_D, False, POS_TABLE, P, NEED_E, PREC, UPCAST,
         )  # fmt: skip
         acc, m_i, l_i = _fwd_tiles(
             acc, m_i, l_i, q, queue_ptr, NQ, tl.maximum(q_lo, q_full), q_hi, d, scale2, offs_m, qg, kg_ptr,
-            pos_ptr, M, BLOCK_N, BLOCK_D, True, EVEN_D, False, POS_TABLE, P, NEED_E, PREC,
+            pos_ptr, M, BLOCK_N, BLOCK_D, True, EVEN_D, False, POS_TABLE, P, NEED_E, PREC, UPCAST,
         )  # fmt: skip
 
     lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # -inf where nothing was kept
@@ -202,6 +209,7 @@ def _dk_kernel(
     POS_TABLE: tl.constexpr,
     P: tl.constexpr,
     PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """dk[j] = gmax / tau * sum_i (g_i / gmax) exp(s_ij - lse_i) q_i for the BLOCK_N keys of this program."""
     pid = tl.program_id(0)
@@ -211,6 +219,9 @@ def _dk_kernel(
     d_ok = offs_d[None, :] < d
     k_mask = (offs_n[:, None] < N) & d_ok
     kt = tl.load(k_ptr + offs_n[:, None] * d + offs_d[None, :], mask=k_mask, other=0.0)
+    p_dt = kt.dtype
+    if UPCAST:
+        kt = kt.to(tl.float32)
     if GROUPS:
         kg = tl.load(kg_ptr + offs_n, mask=offs_n < N, other=0)
     else:
@@ -220,6 +231,8 @@ def _dk_kernel(
         offs_m = t * BLOCK_M + offs_b
         row_ok = offs_m < M
         qt = tl.load(q_ptr + offs_m[:, None] * d + offs_d[None, :], mask=row_ok[:, None] & d_ok, other=0.0)
+        if UPCAST:
+            qt = qt.to(tl.float32)
         lse2 = tl.load(lse_ptr + offs_m, mask=row_ok, other=float("inf")) * 1.4426950408889634
         g = tl.load(g_ptr + offs_m, mask=row_ok, other=0.0)
         s = tl.dot(kt, tl.trans(qt), input_precision=PREC) * scale2  # (BLOCK_N, BLOCK_M), base 2
@@ -235,7 +248,7 @@ def _dk_kernel(
                 left = left & (offs_n[:, None] != offs_m[None, :])
             p_t = tl.where(left, 0.0, p_t)
         p_t = p_t * g[None, :]
-        acc = tl.dot(p_t.to(qt.dtype), qt, acc, input_precision=PREC)
+        acc = tl.dot(p_t.to(p_dt).to(qt.dtype), qt, acc, input_precision=PREC)
     acc = acc * (tl.load(gmax_ptr) * inv_tau)
     tl.store(dk_ptr + offs_n[:, None] * d + offs_d[None, :], acc.to(dk_ptr.dtype.element_ty), mask=k_mask)
 
@@ -307,6 +320,12 @@ def choose_splits(query_blocks, key_tiles, sms, min_tiles=8):
     return best
 
 
+def _upcast(q):
+    """The interpreter (CPU) keeps bfloat16 as raw 16-bit integers and cannot multiply them: it gets
+    float32 tiles holding bfloat16 values instead (softmax weights are still rounded to bfloat16)."""
+    return q.device.type != "cuda" and q.dtype == torch.bfloat16
+
+
 def _precision(dtype):
     if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
         return "ieee"
@@ -314,6 +333,11 @@ def _precision(dtype):
 
 
 # --------------------------------------------------------------------------------------- launchers
+def _empty(shape, **kw):
+    """Output allocation (the tests swap in a NaN-filled one to catch unwritten elements)."""
+    return torch.empty(shape, **kw)
+
+
 def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
     m, d = q.shape
     n = k.shape[0]
@@ -326,15 +350,15 @@ def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
     per_split = triton.cdiv(key_tiles, min(splits, key_tiles))
     splits = triton.cdiv(key_tiles, per_split)
     f32 = dict(dtype=torch.float32, device=q.device)
-    lse = torch.empty((splits, m), **f32)
-    e = torch.empty((splits, m, d) if need_e else (1,), **f32)
+    lse = _empty((splits, m), **f32)
+    e = _empty((splits, m, d) if need_e else (1,), **f32)
     _fwd_kernel[(query_blocks, splits)](
         q, k, k if queue is None else queue, q if pos is None else pos,
         q if q_group is None else q_group, q if k_group is None else k_group,
         lse, e, m, n, nq, d, per_split, LOG2E / temperature,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=_block_d(d), EVEN_D=_block_d(d) == d,
         GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
-        NEED_E=need_e, HAS_QUEUE=nq > 0, PREC=_precision(q.dtype),
+        NEED_E=need_e, HAS_QUEUE=nq > 0, PREC=_precision(q.dtype), UPCAST=_upcast(q),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     if splits == 1:
@@ -352,14 +376,14 @@ def _dk(q, k, lse, g, pos, q_group, k_group, temperature):
     cfg = dk_config(d, q.dtype, q.device)
     g = g.float().contiguous()
     gmax = g.abs().amax().clamp_min(1e-30).reshape(1)  # keeps g / gmax in range for float16 tiles
-    dk = torch.empty_like(k)
+    dk = _empty(k.shape, dtype=k.dtype, device=k.device)
     _dk_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](
         q, k, lse, g / gmax, gmax, q if pos is None else pos,
         q if q_group is None else q_group, q if k_group is None else k_group, dk,
         m, n, d, LOG2E / temperature, 1.0 / temperature,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=_block_d(d),
         GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
-        PREC=_precision(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     return dk
 

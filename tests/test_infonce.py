@@ -1,0 +1,281 @@
+"""InfoNCE: Triton kernels (interpreted on CPU) and the chunked reference against a float64 dense loss."""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton / skelcl.kernels.infonce_triton are imported
+
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+import skelcl.kernels.infonce as infonce_mod  # noqa: E402
+import skelcl.kernels.infonce_triton as infonce_triton  # noqa: E402
+import torch  # noqa: E402
+from skelcl.kernels import info_nce, info_nce_reference, info_nce_triton  # noqa: E402
+
+IMPLS = {"triton": info_nce_triton, "reference": info_nce_reference}
+
+
+@pytest.fixture(autouse=True)
+def _poisoned_outputs(monkeypatch):
+    """Kernel outputs start as NaN, so an element a kernel forgets to write shows up in the result."""
+
+    def nan_empty(shape, **kw):
+        return torch.full(shape, float("nan"), **kw)
+
+    monkeypatch.setattr(infonce_triton, "_empty", nan_empty)
+    monkeypatch.setattr(infonce_triton, "OVERRIDE", {})
+    # Overflowing exp2 on padded / left-out tiles is masked afterwards; numpy warns about it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="overflow encountered", category=RuntimeWarning)
+        yield
+
+
+def dense_loss(q, k, queue, positive, q_group, k_group, tau):
+    """Per-row loss from the full float64 logit matrix, written from the definition."""
+    m, n = q.shape[0], k.shape[0]
+    keys = k.double() if queue is None else torch.cat([k.double(), queue.double()])
+    s = q.double() @ keys.t() / tau
+    pos = torch.zeros_like(s, dtype=torch.bool)
+    if positive is None:
+        pos[torch.arange(m), torch.arange(m)] = True
+    else:
+        table = positive[:, None] if positive.dim() == 1 else positive
+        for i in range(m):
+            for j in table[i].tolist():
+                if j >= 0:
+                    pos[i, j] = True
+    keep = torch.ones_like(pos)
+    if q_group is not None:
+        keep[:, :n] = (q_group[:, None] != k_group[None, :]) | pos[:, :n]
+    return torch.logsumexp(s.masked_fill(~keep, float("-inf")), 1) - torch.logsumexp(
+        s.masked_fill(~pos, float("-inf")), 1
+    )
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def make_case(seed, m, n, nq, d, npos, groups, scale=1.0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(m, d, generator=g) * scale / d**0.5).to(dtype)
+    k = (torch.randn(n, d, generator=g) * scale / d**0.5).to(dtype)
+    queue = None if nq == 0 else (torch.randn(nq, d, generator=g) * scale / d**0.5).to(dtype)
+    positive = None
+    if npos == 1:
+        positive = torch.randint(0, n + nq, (m,), generator=g)
+    elif npos > 1:
+        positive = torch.randint(0, n + nq, (m, npos), generator=g)
+        drop = torch.rand(m, npos, generator=g) < 0.4
+        drop[:, 0] = False  # every row keeps at least one positive
+        positive[drop] = -1
+    q_group = k_group = None
+    if groups:
+        q_group = torch.randint(0, 3, (m,), generator=g)
+        k_group = torch.randint(0, 3, (n,), generator=g)
+    return q, k, queue, positive, q_group, k_group
+
+
+def check(impl, case, tau, reduction="none", tol=1e-5, gtol=None):
+    q, k, queue, positive, q_group, k_group = case
+    gtol = tol if gtol is None else gtol
+    qd = q.detach().double().requires_grad_()
+    kd = k.detach().double().requires_grad_()
+    ref = dense_loss(qd, kd, queue, positive, q_group, k_group, tau)
+    weights = torch.rand(ref.shape, dtype=torch.float64) + 0.5  # a non-uniform upstream gradient
+    gq, gk = torch.autograd.grad((ref * weights).sum(), [qd, kd])
+
+    qt = q.detach().clone().requires_grad_()
+    kt = k.detach().clone().requires_grad_()
+    kw = dict(positive=positive, q_group=q_group, k_group=k_group, temperature=tau)
+    out = IMPLS[impl](qt, kt, queue, reduction="none", **kw)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert rel(out, ref) < tol, rel(out, ref)
+    (out * weights.float()).sum().backward()
+    assert torch.isfinite(qt.grad).all() and torch.isfinite(kt.grad).all()
+    assert qt.grad.dtype == q.dtype and kt.grad.dtype == k.dtype
+    assert rel(qt.grad, gq) < gtol, rel(qt.grad, gq)
+    assert rel(kt.grad, gk) < gtol, rel(kt.grad, gk)
+
+    red = IMPLS[impl](q, k, queue, reduction=reduction, **kw)
+    want = {"none": ref, "mean": ref.mean(), "sum": ref.sum()}[reduction]
+    assert red.shape == want.shape
+    assert rel(red, want) < tol
+
+
+# (seed, M, N, Q, d, positives per query (0: diagonal), groups, temperature, splits, reduction)
+CASES = [
+    (1, 16, 16, 0, 16, 0, False, 0.07, None, "mean"),
+    (2, 37, 45, 21, 20, 0, False, 0.1, None, "sum"),
+    (3, 50, 61, 33, 40, 3, True, 0.5, 3, "none"),
+    (4, 23, 17, 70, 7, 1, False, 0.05, 2, "mean"),
+    (5, 70, 70, 0, 128, 0, True, 0.2, None, "sum"),
+    (6, 33, 48, 50, 65, 4, True, 0.07, 4, "none"),
+    (7, 19, 64, 31, 3, 2, False, 0.3, 5, "mean"),
+    (8, 64, 33, 16, 33, 1, True, 0.15, None, "mean"),
+]
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("seed,m,n,nq,d,npos,groups,tau,splits,reduction", CASES)
+def test_matches_float64_dense(impl, seed, m, n, nq, d, npos, groups, tau, splits, reduction, monkeypatch):
+    if splits:
+        monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", splits)
+    monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)  # several key chunks in the reference
+    case = make_case(seed, m, n, nq, d, npos, groups)
+    check(impl, case, tau, reduction)
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs(impl, dtype):
+    case = make_case(11, 40, 52, 24, 32, 2, True, scale=3.0, dtype=dtype)
+    # Compared with float64 on the rounded inputs; the kernel rounds softmax weights to 16 bits.
+    check(impl, case, 0.1, tol=1e-4 if impl == "reference" else 2e-3, gtol=1e-2)
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_extreme_logits_stay_finite(impl, monkeypatch):
+    monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", 3)
+    # |s| up to ~1e4: exp would overflow in any precision without the running maximum.
+    case = make_case(21, 30, 41, 40, 16, 2, True, scale=60.0)
+    check(impl, case, 0.05, tol=1e-5, gtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_gradient_to_one_side_only(impl):
+    q, k, queue, *_ = make_case(31, 24, 30, 20, 16, 0, False)
+    qd, kd = q.double().requires_grad_(), k.double().requires_grad_()
+    ref = dense_loss(qd, kd, queue, None, None, None, 0.1).mean()
+    gq, gk = torch.autograd.grad(ref, [qd, kd])
+    fn = IMPLS[impl]
+    qa, ka = q.clone().requires_grad_(), k.clone()  # keys locked
+    fn(qa, ka, queue, temperature=0.1).backward()
+    assert rel(qa.grad, gq) < 1e-5 and ka.grad is None
+    qb, kb = q.clone(), k.clone().requires_grad_()  # queries locked
+    fn(qb, kb, queue, temperature=0.1).backward()
+    assert rel(kb.grad, gk) < 1e-5 and qb.grad is None
+    with torch.no_grad():
+        assert rel(fn(q, k, queue, temperature=0.1), ref) < 1e-5
+
+
+def test_reference_gradcheck_float64(monkeypatch):
+    monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 64)  # chunks of 16 keys
+    q, k, queue, positive, q_group, k_group = make_case(41, 6, 40, 9, 4, 3, True, dtype=torch.float64)
+    q.requires_grad_()
+    k.requires_grad_()
+
+    def f(q, k):
+        return info_nce_reference(
+            q,
+            k,
+            queue,
+            positive=positive,
+            q_group=q_group,
+            k_group=k_group,
+            temperature=0.3,
+            reduction="none",
+        )
+
+    assert torch.autograd.gradcheck(f, (q, k))
+
+
+def test_dispatcher_uses_reference_on_cpu():
+    q, k, queue, positive, q_group, k_group = make_case(51, 20, 25, 5, 8, 2, True)
+    kw = dict(positive=positive, q_group=q_group, k_group=k_group, temperature=0.2, reduction="none")
+    assert torch.equal(info_nce(q, k, queue, **kw), info_nce_reference(q, k, queue, **kw))
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_autograd_saves_nothing_of_size_m_by_n(impl, monkeypatch):
+    m, n, nq, d = 48, 56, 32, 16  # M * N = 2688 > every input (<= 896 elements)
+    q, k, queue, positive, q_group, k_group = make_case(61, m, n, nq, d, 2, True)
+    q.requires_grad_()
+    k.requires_grad_()
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = IMPLS[impl](q, k, queue, positive=positive, q_group=q_group, k_group=k_group)
+    loss.backward()
+    assert sizes and max(sizes) < m * n, sorted(sizes)[-5:]
+    # The hook does see a dense computation's logits (the check can fail):
+    sizes.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.logsumexp(q @ k.t(), 1).sum()
+    assert max(sizes) >= m * n
+
+
+def test_torch_compile_custom_op():
+    """The Triton path traced by torch.compile (fullgraph) through the custom op's fake and autograd."""
+    q, k, queue, positive, q_group, k_group = make_case(71, 32, 40, 16, 16, 2, True)
+    kw = dict(positive=positive, q_group=q_group, k_group=k_group, temperature=0.1)
+
+    def f(q, k):
+        return info_nce_triton(q, k, queue, **kw)
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    q1, k1 = q.clone().requires_grad_(), k.clone().requires_grad_()
+    q2, k2 = q.clone().requires_grad_(), k.clone().requires_grad_()
+    out_c = compiled(q1, k1)
+    out_c.backward()
+    out_e = f(q2, k2)
+    out_e.backward()
+    assert rel(out_c, out_e) < 1e-6
+    assert rel(q1.grad, q2.grad) < 1e-6 and rel(k1.grad, k2.grad) < 1e-6
+
+
+def test_custom_op_registrations():
+    q, k, queue, positive, *_ = make_case(81, 20, 24, 10, 16, 2, False)
+    pos = positive.contiguous()
+    args = (q.requires_grad_(), k.requires_grad_(), queue, pos, None, None, 0.1, True)
+    torch.library.opcheck(infonce_triton.lse_fwd_op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+def test_choose_splits_fills_the_chip():
+    assert infonce_triton.choose_splits(512, 512, 132) == 1  # 65,536 queries, BLOCK_M 128
+    s = infonce_triton.choose_splits(32, 8224, 132)  # 4,096 queries x 1.05M keys
+    progs = 32 * s
+    assert progs >= 132 and progs / (-(-progs // 132) * 132) >= 0.9 and 8224 // s >= 8
+    assert infonce_triton.choose_splits(1, 3, 132) == 1  # too few tiles to split
+
+
+BAD = [
+    (dict(q=torch.randn(4, 8, 2)), "q must be 2-D"),
+    (dict(k=torch.randn(6, 9)), "k has d=9"),
+    (dict(queue=torch.randn(3, 7)), "queue has d=7"),
+    (dict(q=torch.randn(4, 300), k=torch.randn(6, 300)), "outside 1..256"),
+    (dict(q=torch.randint(0, 3, (4, 8))), "dtype int64"),
+    (dict(q=torch.randn(7, 8)), "needs N >= M"),
+    (dict(positive=torch.tensor([0, 1, 2])), "shape (M,) or (M, P)"),
+    (dict(positive=torch.tensor([0, 1, 2, 99])), "positive holds 99"),
+    (dict(positive=torch.tensor([0.0, 1, 2, 3])), "int64"),
+    (dict(q_group=torch.zeros(4, dtype=torch.long)), "both q_group and k_group"),
+    (
+        dict(q_group=torch.zeros(4, dtype=torch.long), k_group=torch.zeros(5, dtype=torch.long)),
+        "k_group must",
+    ),
+    (dict(temperature=0.0), "temperature"),
+    (dict(reduction="avg"), "reduction"),
+]
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("bad,message", BAD)
+def test_bad_input_messages(impl, bad, message):
+    args = dict(q=torch.randn(4, 8), k=torch.randn(6, 8), queue=torch.randn(3, 8))
+    kw = {}
+    for key, v in bad.items():
+        (args if key in args else kw)[key] = v
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        IMPLS[impl](args["q"], args["k"], args["queue"], **kw)
+
+
+def test_triton_rejects_float64():
+    with pytest.raises(ValueError, match="info_nce_triton: q has dtype float64"):
+        info_nce_triton(torch.randn(4, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64))
