@@ -7,7 +7,9 @@ Temporal IoU of two segments a = [s1, e1], b = [s2, e2] (see `temporal_iou`):
         This is the right reading for skelcl's own half-open segments (end = last frame + 1).
     inclusive: start and end are both frame indices inside the segment; length = end - start + 1.
         inter = max(0, min(e1, e2) - max(s1, s2) + 1),  union = (e1 - s1 + 1) + (e2 - s2 + 1) - inter.
-        Use it when both files name the last frame of a segment as its end.
+        Use it when both files name the last frame of a segment as its end. When only one side does (raw
+        PKU-MMD label files against skelcl predictions), read that side with `inclusive_end=True`
+        (skelcl.eval.io; `--gt-inclusive-end` on the command line) and keep `continuous`.
 
 Matching (ActivityNet convention), per class and IoU threshold t: predictions are taken in descending score
 order; each one is a true positive if some still-unmatched ground-truth segment of the same video and class
@@ -22,8 +24,8 @@ AP = sum_i (r_i - r_{i-1}) * max_{j >= i} p_j, r_0 = 0. A class with ground trut
 mAP is the mean AP over the classes that have at least one ground-truth segment; predictions of the other
 (known) classes are counted but cannot change mAP.
 
-Speed: one sort of all predictions; the greedy matching runs in rounds (the k-th best prediction of every
-(video, class) group at once), vectorized over groups and thresholds with numpy.
+Speed: two sorts of all predictions (by (class, video) group, then by class); the greedy matching runs in
+rounds (the k-th best prediction of every group at once), vectorized over groups and thresholds with numpy.
 """
 
 from __future__ import annotations
