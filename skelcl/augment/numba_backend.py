@@ -15,7 +15,7 @@ processes load the machine code from __pycache__.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, parallel_chunksize, prange
 
 from skelcl.augment import noise as noise_mod
 from skelcl.augment.params import (
@@ -59,21 +59,98 @@ def _splitmix64(x):
 
 
 @njit(cache=True)
-def _noise_frame(seed, e0, count, table, buf):
-    """buf[:count] = noise values of the flat elements e0 .. e0+count-1 (see skelcl.augment.noise)."""
-    g = e0 >> 2
-    g_end = (e0 + count - 1) >> 2
-    while g <= g_end:
+def _noise_fill(seed, count, table, buf):
+    """buf[e] = noise value of flat element e for e < count (see skelcl.augment.noise); len(buf) >= count + 3."""
+    for g in range((count + 3) >> 2):
         h = _splitmix64(seed + np.uint64(g) * _GOLDEN)
-        for q in range(4):
-            e = g * 4 + q
-            if e >= e0 and e < e0 + count:
-                buf[e - e0] = table[np.int64((h >> np.uint64(16 * q)) & _MASK16)]
-        g += 1
+        buf[4 * g] = table[np.int64(h & _MASK16)]
+        buf[4 * g + 1] = table[np.int64((h >> np.uint64(16)) & _MASK16)]
+        buf[4 * g + 2] = table[np.int64((h >> np.uint64(32)) & _MASK16)]
+        buf[4 * g + 3] = table[np.int64((h >> np.uint64(48)) & _MASK16)]
+
+
+@njit(cache=True)
+def _augment_one(x, L, ws, W, offset, step, n, A, pm, flip, std, seed, table, blur, taps, kp, out):
+    """One view of one sample: x (T, E) -> out (T_out, E), E = M * 25 * 3 values per frame.
+
+    pm (E // 3,) is the flat offset of the source joint of every output joint; kp (E,) the keep mask.
+    Per output frame: interpolate the two source rows, apply A to every joint (contiguous xyz triples),
+    permute joints if flipped, add noise, mask (or, with blur, store for the blur pass).
+    """
+    T_out, E = out.shape
+    Q = E // 3
+    K = taps.shape[0]
+    R = K // 2
+    a00, a01, a02 = A[0, 0], A[0, 1], A[0, 2]
+    a10, a11, a12 = A[1, 0], A[1, 1], A[1, 2]
+    a20, a21, a22 = A[2, 0], A[2, 1], A[2, 2]
+    noisy = std != 0
+    nbuf = np.empty(n * E + 4 if noisy else 1, dtype=np.float32)
+    if noisy:
+        _noise_fill(seed, n * E, table, nbuf)
+    z = np.empty((n if blur else 1, E), dtype=np.float32)
+    row = np.empty(E, dtype=np.float32)
+    tmp = np.empty(E, dtype=np.float32)
+    for t in range(n):
+        u = offset + step * t
+        k0f = np.floor(u)
+        w = np.float32(u - k0f)
+        k0 = np.int64(k0f)
+        x0 = x[_sym(ws + _sym(k0, W), L)]
+        if w != 0:
+            x1 = x[_sym(ws + _sym(k0 + 1, W), L)]
+            for e in range(E):
+                row[e] = x0[e] + w * (x1[e] - x0[e])
+            src = row
+        else:
+            src = x0
+        dst = z[t] if blur else out[t]
+        tgt = tmp if flip else dst
+        for q in range(Q):
+            p0 = src[3 * q]
+            p1 = src[3 * q + 1]
+            p2 = src[3 * q + 2]
+            tgt[3 * q] = a00 * p0 + a01 * p1 + a02 * p2
+            tgt[3 * q + 1] = a10 * p0 + a11 * p1 + a12 * p2
+            tgt[3 * q + 2] = a20 * p0 + a21 * p1 + a22 * p2
+        if flip:
+            for q in range(Q):
+                i = pm[q]
+                dst[3 * q] = tmp[i]
+                dst[3 * q + 1] = tmp[i + 1]
+                dst[3 * q + 2] = tmp[i + 2]
+        if noisy:
+            e0 = t * E
+            for e in range(E):
+                dst[e] += std * nbuf[e0 + e]
+        if not blur:
+            for e in range(E):
+                dst[e] *= kp[e]
+    if blur:
+        for t in range(n):
+            dst = out[t]
+            for e in range(E):
+                dst[e] = 0.0
+            for i in range(K):
+                g = taps[i]
+                if g == 0:
+                    continue
+                k = t + i - R
+                if k < 0 or k >= n:
+                    k = _reflect101(k, n)
+                zk = z[k]
+                for e in range(E):
+                    dst[e] += g * zk[e]
+            for e in range(E):
+                dst[e] *= kp[e]
+    for t in range(n, T_out):
+        dst = out[t]
+        for e in range(E):
+            dst[e] = 0.0
 
 
 @njit(cache=True, parallel=True)
-def _view_kernel(
+def _views_kernel(
     x,
     lengths,
     win_start,
@@ -83,6 +160,7 @@ def _view_kernel(
     out_len,
     A,
     perm,
+    flipped,
     noise_std,
     noise_seed,
     table,
@@ -91,87 +169,45 @@ def _view_kernel(
     keep,
     out,
 ):
-    B, T, M, V, _ = x.shape
-    T_out = out.shape[1]
-    R = taps.shape[1] // 2
-    E = M * V * 3
+    """nv views with the same T_out for the whole batch, parallel over samples (all views of a sample in
+    one task, so its source frames stay in cache). x (B, T, E); per-view arrays (nv, B, ...);
+    out (nv, B, T_out, E)."""
+    nv = out.shape[0]
+    B = x.shape[0]
     for b in prange(B):
-        L = lengths[b]
-        W = win_len[b]
-        ws = win_start[b]
-        n = out_len[b]
-        a00, a01, a02 = A[b, 0, 0], A[b, 0, 1], A[b, 0, 2]
-        a10, a11, a12 = A[b, 1, 0], A[b, 1, 1], A[b, 1, 2]
-        a20, a21, a22 = A[b, 2, 0], A[b, 2, 1], A[b, 2, 2]
-        std = noise_std[b]
-        seed = noise_seed[b]
-        blur = has_blur[b]
-        nbuf = np.zeros(E, dtype=np.float32)
-        if blur:
-            z = np.empty((n, M, V, 3), dtype=np.float32)
-        else:
-            z = np.empty((1, M, V, 3), dtype=np.float32)
-        for t in range(n):
-            u = offset[b] + step[b] * t
-            k0f = np.floor(u)
-            w = np.float32(u - k0f)
-            k0 = np.int64(k0f)
-            s0 = _sym(ws + _sym(k0, W), L)
-            s1 = _sym(ws + _sym(k0 + 1, W), L)
-            if std != 0:
-                _noise_frame(seed, t * E, E, table, nbuf)
-            for m in range(M):
-                for j in range(V):
-                    pj = perm[b, j]
-                    p0 = x[b, s0, m, pj, 0]
-                    p1 = x[b, s0, m, pj, 1]
-                    p2 = x[b, s0, m, pj, 2]
-                    if w != 0:
-                        p0 = p0 + w * (x[b, s1, m, pj, 0] - p0)
-                        p1 = p1 + w * (x[b, s1, m, pj, 1] - p1)
-                        p2 = p2 + w * (x[b, s1, m, pj, 2] - p2)
-                    y0 = a00 * p0 + a01 * p1 + a02 * p2
-                    y1 = a10 * p0 + a11 * p1 + a12 * p2
-                    y2 = a20 * p0 + a21 * p1 + a22 * p2
-                    if std != 0:
-                        e = (m * V + j) * 3
-                        y0 += std * nbuf[e]
-                        y1 += std * nbuf[e + 1]
-                        y2 += std * nbuf[e + 2]
-                    if blur:
-                        z[t, m, j, 0] = y0
-                        z[t, m, j, 1] = y1
-                        z[t, m, j, 2] = y2
-                    else:
-                        out[b, t, m, j, 0] = keep[b, j, 0] * y0
-                        out[b, t, m, j, 1] = keep[b, j, 1] * y1
-                        out[b, t, m, j, 2] = keep[b, j, 2] * y2
-        if blur:
-            for t in range(n):
-                for m in range(M):
-                    for j in range(V):
-                        for c in range(3):
-                            acc = np.float32(0.0)
-                            for i in range(2 * R + 1):
-                                acc += taps[b, i] * z[_reflect101(t + i - R, n), m, j, c]
-                            out[b, t, m, j, c] = keep[b, j, c] * acc
-        for t in range(n, T_out):
-            for m in range(M):
-                for j in range(V):
-                    for c in range(3):
-                        out[b, t, m, j, c] = 0.0
+        for v in range(nv):
+            _augment_one(
+                x[b],
+                lengths[b],
+                win_start[b],
+                win_len[b],
+                offset[v, b],
+                step[v, b],
+                out_len[v, b],
+                A[v, b],
+                perm[v, b],
+                flipped[v, b],
+                noise_std[v, b],
+                noise_seed[v, b],
+                table,
+                has_blur[v, b],
+                taps[v, b],
+                keep[v, b],
+                out[v, b],
+            )
 
 
 @njit(cache=True, parallel=True)
-def _nonfinite_kernel(flat, lengths, bad):
-    B, T, E = flat.shape
+def _nonfinite_kernel(bits, lengths, bad):
+    """bits: the batch viewed as int32 (B, T, E); a float32 is NaN or inf iff its exponent bits are all 1."""
+    B, T, E = bits.shape
     for b in prange(B):
         bad[b] = -1
         for t in range(lengths[b]):
-            acc = np.float32(0.0)
+            worst = np.int32(0)
             for e in range(E):
-                acc += flat[b, t, e] * np.float32(0.0)
-            if acc != acc:
+                worst = max(worst, bits[b, t, e] & np.int32(0x7FFFFFFF))
+            if worst >= np.int32(0x7F800000):
                 bad[b] = t
                 break
 
@@ -179,37 +215,66 @@ def _nonfinite_kernel(flat, lengths, bad):
 def nonfinite_frames(batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """int64 (B,): the first frame < length holding a NaN or inf value, -1 where there is none."""
     B, T = batch.shape[:2]
-    flat = np.ascontiguousarray(batch).reshape(B, T, -1)
+    bits = np.ascontiguousarray(batch).reshape(B, T, -1).view(np.int32)
     bad = np.empty(B, dtype=np.int64)
-    _nonfinite_kernel(flat, np.ascontiguousarray(lengths, dtype=np.int64), bad)
+    _nonfinite_kernel(bits, np.ascontiguousarray(lengths, dtype=np.int64), bad)
     return bad
 
 
-def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params) -> list:
-    """All views of a checked batch (see apply()): list of float32 (B, T_out, M, 25, 3)."""
+def _flat_perm(vp, M: int) -> np.ndarray:
+    """int64 (B, M * 25): flat offset (m * 25 + perm[j]) * 3 of the source joint of output joint (m, j)."""
+    perm = joint_permutation(vp)
+    V = perm.shape[1]
+    return ((np.arange(M)[None, :, None] * V + perm[:, None, :]) * 3).reshape(len(perm), -1)
+
+
+def _stacked_taps(vps) -> np.ndarray:
+    """float32 (nv, B, K): every view's blur taps, zero-padded (centred) to the longest window."""
+    taps = [blur_taps(vp) for vp in vps]
+    K = max(t.shape[1] for t in taps)
+    out = np.zeros((len(taps), taps[0].shape[0], K), dtype=np.float32)
+    for i, t in enumerate(taps):
+        lo = (K - t.shape[1]) // 2
+        out[i, :, lo : lo + t.shape[1]] = t
+    return out
+
+
+def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params, chunksize: int = 2) -> list:
+    """All views of a checked batch (see apply()): list of float32 (B, T_out, M, 25, 3).
+
+    Views with the same T_out run in one parallel pass; samples are handed to the threads in chunks of
+    `chunksize` (dynamic scheduling keeps both cores busy when another process shares one).
+    """
     table = noise_mod.normal_table()
-    B, T = batch.shape[:2]
-    views = []
-    for v, vp in enumerate(params.views):
-        T_out = output_frames(params, v, T)
-        out = np.empty((B, T_out) + batch.shape[2:], dtype=np.float32)
-        _view_kernel(
-            batch,
-            lengths,
-            params.window_start,
-            params.window_len,
-            vp.offset,
-            vp.step,
-            vp.out_len,
-            spatial_matrix(vp).astype(np.float32),
-            joint_permutation(vp),
-            vp.noise_std,
-            vp.noise_seed,
-            table,
-            vp.blur_sigma > 0,
-            blur_taps(vp),
-            keep_mask(vp),
-            out,
-        )
-        views.append(out)
+    B, T, M = batch.shape[:3]
+    flat = batch.reshape(B, T, -1)
+    groups = {}
+    for v in range(len(params.views)):
+        groups.setdefault(output_frames(params, v, T), []).append(v)
+    views = [None] * len(params.views)
+    for T_out, idx in groups.items():
+        vps = [params.views[v] for v in idx]
+        out = np.empty((len(idx), B, T_out) + batch.shape[2:], dtype=np.float32)
+        with parallel_chunksize(chunksize):
+            _views_kernel(
+                flat,
+                lengths,
+                params.window_start,
+                params.window_len,
+                np.stack([vp.offset for vp in vps]),
+                np.stack([vp.step for vp in vps]),
+                np.stack([vp.out_len for vp in vps]),
+                np.stack([spatial_matrix(vp) for vp in vps]).astype(np.float32),
+                np.stack([_flat_perm(vp, M) for vp in vps]),
+                np.stack([vp.flip for vp in vps]),
+                np.stack([vp.noise_std for vp in vps]),
+                np.stack([vp.noise_seed for vp in vps]),
+                table,
+                np.stack([vp.blur_sigma > 0 for vp in vps]),
+                _stacked_taps(vps),
+                np.stack([np.tile(keep_mask(vp).reshape(B, -1), (1, M)) for vp in vps]),
+                out.reshape(len(idx), B, T_out, -1),
+            )
+        for k, v in enumerate(idx):
+            views[v] = out[k]
     return views
