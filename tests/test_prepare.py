@@ -166,3 +166,20 @@ def test_prepare_normalize_option(tmp_path):
     d_in = np.linalg.norm(joints[:, 0, 3] - joints[:, 0, 7], axis=-1)
     d_out = np.linalg.norm(seq[:, 0, 3] - seq[:, 0, 7], axis=-1)
     np.testing.assert_allclose(d_out, d_in, rtol=1e-4)
+
+
+def test_emit_babel_and_segments_round_trip(tmp_path):
+    assert emit.labels_to_segments(np.array([4, 0, 0, 4, 3, 3, -1, 1]), background=4) == [
+        (0, 1, 2),
+        (3, 4, 5),
+        (1, 7, 7),
+    ]
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(61, 25, 3)).astype(np.float32)  # 2 s at 30 fps
+    emit.emit_babel(tmp_path / "b", [(10, "train", a, [(["jog"], 0.0, 1.0)]), (11, "val", a[:31], None)])
+    report = prepare_babel(tmp_path / "b", tmp_path / "c", subset=3, keep_empty=True)
+    ds = open_cache(tmp_path / "c")
+    assert report.written == 2 and ds.names.tolist() == ["10", "11"]
+    np.testing.assert_array_equal(ds[0].joints[:, 0], a)
+    assert ds[0].labels.tolist() == [0] * 30 + [4] * 31 and ds[1].labels.tolist() == [4] * 31
+    assert ds.attr("babel_sid").tolist() == [10, 11]
