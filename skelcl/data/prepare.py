@@ -419,6 +419,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _check_out(args) -> None:
+    if Path(args.out).exists() and not args.overwrite:
+        raise SkelclError(f"{args.out}: already exists (pass --overwrite to replace it)")
+
+
 def _finish_cli(args, report: Report) -> int:
     print(report.summary())
     print(f"cache: {args.out} (report stored in meta.json under source.report)")
@@ -428,6 +433,7 @@ def _finish_cli(args, report: Report) -> int:
 
 
 def _run_ntu(args) -> int:
+    _check_out(args)
     report = prepare_ntu(
         args.src, args.out, missing=args.missing or (), num_classes=args.classes, scheme=args.scheme,
         dtype=args.dtype, normalize=args.normalize, skip_bad=args.skip_bad, overwrite=args.overwrite,
@@ -437,6 +443,7 @@ def _run_ntu(args) -> int:
 
 
 def _run_pkummd(args) -> int:
+    _check_out(args)
     report = prepare_pkummd(
         args.src, args.out, skeletons=args.skeletons, labels=args.labels, splits=args.splits,
         dtype=args.dtype, normalize=args.normalize, skip_bad=args.skip_bad, overwrite=args.overwrite,
@@ -446,6 +453,7 @@ def _run_pkummd(args) -> int:
 
 
 def _run_babel(args) -> int:
+    _check_out(args)
     report = prepare_babel(
         args.src, args.out, joints=args.joints, subset=args.subset, fps=args.fps, max_frames=args.max_frames,
         keep_empty=args.keep_empty, parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
