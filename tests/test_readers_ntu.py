@@ -211,3 +211,16 @@ def test_prepare_pyskl_pickle_and_unsafe_pickle(tmp_path):
     bad.write_bytes(pickle.dumps({"split": {}, "annotations": [Evil()]}))
     with pytest.raises(SkelclError, match="builtins.print"):
         prepare_ntu(bad, tmp_path / "c2")
+
+
+def test_prepare_drops_files_without_frames_or_bodies(tmp_path):
+    src = tmp_path / "sk"
+    src.mkdir()
+    (src / "S001C001P001R001A001.skeleton").write_text("0\n")  # no frames
+    (src / "S001C001P002R001A001.skeleton").write_text("3\n0\n0\n0\n")  # frames, never a body
+    emit.emit_ntu(src, [("S001C001P003R001A001", np.ones((2, 1, 25, 3)))])
+    report = prepare_ntu(src, tmp_path / "cache")
+    assert report.written == 1
+    assert report.dropped["no_frames"]["names"] == ["S001C001P001R001A001"]
+    assert report.dropped["no_body"]["names"] == ["S001C001P002R001A001"]
+    assert report.counts["frames_with_no_body"] == 3

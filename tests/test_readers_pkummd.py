@@ -105,3 +105,19 @@ def test_classes_and_names():
     assert pkummd.CLASSES[0] == "bow" and pkummd.CLASSES[50] == "writing"
     assert pkummd.parse_name("0002-L") == {"subject_group": 2, "view": 0}
     assert pkummd.parse_name("0002-X") is None
+
+
+def test_frame_labels_match_a_naive_reference():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        length = int(rng.integers(1, 60))
+        rows = np.array(
+            [(rng.integers(1, 52), *sorted(rng.integers(0, 70, 2))) for _ in range(rng.integers(0, 6))]
+        )
+        rows = rows.reshape(-1, 3)
+        labels, multi, clipped = pkummd.frame_labels(rows, length)
+        for t in range(length):
+            classes = {int(c) - 1 for c, s, e in rows if s <= t <= e}
+            assert labels[t] == (min(classes) if classes else 51)
+        assert multi == sum(len({c for c, s, e in rows if s <= t <= e}) >= 2 for t in range(length))
+        assert clipped == int((rows[:, 2] >= length).sum()) if len(rows) else clipped == 0
