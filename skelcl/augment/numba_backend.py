@@ -60,7 +60,7 @@ def _splitmix64(x):
 
 @njit(cache=True)
 def _noise_fill(seed, count, table, buf):
-    """buf[e] = noise value of flat element e for e < count (see skelcl.augment.noise); len(buf) >= count + 3."""
+    """buf[e] = noise value of flat element e, e < count (skelcl.augment.noise); len(buf) >= count + 3."""
     for g in range((count + 3) >> 2):
         h = _splitmix64(seed + np.uint64(g) * _GOLDEN)
         buf[4 * g] = table[np.int64(h & _MASK16)]
@@ -210,6 +210,20 @@ def _nonfinite_kernel(bits, lengths, bad):
             if worst >= np.int32(0x7F800000):
                 bad[b] = t
                 break
+
+
+@njit(cache=True, parallel=True)
+def _noise_rows(seeds, table, out):
+    for b in prange(out.shape[0]):
+        _noise_fill(seeds[b], out.shape[1] - 4, table, out[b])
+
+
+def noise_values(seeds: np.ndarray, count: int) -> np.ndarray:
+    """float32 (B, count): the first `count` noise values of every seed (skelcl.augment.noise)."""
+    seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
+    out = np.empty((len(seeds), count + 4), dtype=np.float32)
+    _noise_rows(seeds, noise_mod.normal_table(), out)
+    return out[:, :count]
 
 
 def nonfinite_frames(batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
