@@ -1,0 +1,117 @@
+"""GCN backbones: ST-GCN and AGCN (learned adjacency offset), 10 layers on the NTU-25 graph.
+
+Input x (B, T, M, 25, 3) float32 (the augmentation output layout). Bodies are folded into the batch:
+(B*M, 3, T, V). Layer l (1-based) of the stack:
+
+    h = ReLU(BN(graph_conv(x, W, A_l)))                 spatial: y = sum_k W_k x A_k (skelcl.kernels)
+    y = ReLU(BN(TemporalConv_9x1(h), stride s_l) + R(x)) temporal, residual R (identity / 1x1 conv / none)
+
+A_l = A (3 partitions) for ST-GCN; A_l = A + B_l with B_l a learned (3, 25, 25) offset (init 0) for AGCN.
+Channels 64,64,64,64,128,128,128,256,256,256 times `width`; stride 2 at the 1-based layers in `strides`
+((2, 5, 8) as in the authors' code: 8x downsampling; (5, 8): ST-GCN's usual 4x).
+A temporal conv of kernel 9, padding 4, stride 2 maps T -> ceil(T / 2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from skelcl.data.skeleton import spatial_adjacency
+from skelcl.errors import SkelclError
+from skelcl.kernels import graph_conv
+
+BASE_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+KINDS = ("stgcn", "agcn")
+
+
+def layer_channels(width: float) -> list[int]:
+    """Channels of the 10 layers for a width multiplier (at least 4 each)."""
+    return [max(4, int(round(c * width))) for c in BASE_CHANNELS]
+
+
+def layer_lengths(T: int, strides) -> list[int]:
+    """Temporal length after each of the 10 layers for an input of T frames."""
+    out = []
+    for layer in range(1, 11):
+        if layer in strides:
+            T = (T + 1) // 2
+        out.append(T)
+    return out
+
+
+class GCNLayer(nn.Module):
+    """One spatial graph conv + temporal conv block (see the module docstring)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, adaptive: bool, residual: bool, kernel: int = 9):
+        super().__init__()
+        K = 3
+        self.weight = nn.Parameter(torch.empty(K, c_out, c_in))
+        nn.init.kaiming_uniform_(self.weight.view(K * c_out, c_in), a=5**0.5)
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.offset = nn.Parameter(torch.zeros(K, 25, 25)) if adaptive else None
+        self.bn_s = nn.BatchNorm2d(c_out)
+        self.tconv = nn.Conv2d(c_out, c_out, (kernel, 1), stride=(stride, 1), padding=(kernel // 2, 0))
+        self.bn_t = nn.BatchNorm2d(c_out)
+        if not residual:
+            self.res = None
+        elif c_in == c_out and stride == 1:
+            self.res = nn.Identity()
+        else:
+            self.res = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=(stride, 1)), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        a = adjacency if self.offset is None else adjacency + self.offset
+        h = graph_conv(x, self.weight, a.to(x.dtype), self.bias)
+        h = F.relu(self.bn_s(h))
+        h = self.bn_t(self.tconv(h))
+        if self.res is not None:
+            h = h + self.res(x)
+        return F.relu(h)
+
+
+class Backbone(nn.Module):
+    """10-layer ST-GCN / AGCN. forward(x (B,T,M,25,3), taps=()) -> (final (B, C, T_10, V) mean over bodies,
+    {layer: (B, C_l, T_l) mean over bodies and joints for layer in taps})."""
+
+    def __init__(self, kind: str = "stgcn", width: float = 1.0, strides=(2, 5, 8), in_channels: int = 3):
+        super().__init__()
+        if kind not in KINDS:
+            raise SkelclError(f"model.backbone must be one of {', '.join(KINDS)}, got {kind!r}")
+        strides = tuple(int(s) for s in strides)
+        if any(not 2 <= s <= 10 for s in strides) or len(set(strides)) != len(strides):
+            raise SkelclError(f"model.strides must be distinct layers in 2..10, got {list(strides)}")
+        if width <= 0:
+            raise SkelclError(f"model.width must be > 0, got {width}")
+        self.kind, self.width, self.strides = kind, float(width), strides
+        self.channels = layer_channels(width)
+        self.register_buffer("adjacency", torch.as_tensor(spatial_adjacency(), dtype=torch.float32))
+        self.data_bn = nn.BatchNorm1d(in_channels * 25)
+        layers, c_prev = [], in_channels
+        for i, c in enumerate(self.channels):
+            layer = i + 1
+            stride = 2 if layer in strides else 1
+            layers.append(GCNLayer(c_prev, c, stride, kind == "agcn", residual=layer > 1))
+            c_prev = c
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels[-1]
+
+    def forward(self, x: torch.Tensor, taps=()):
+        if x.dim() != 5 or x.shape[3] != 25 or x.shape[4] != 3:
+            raise SkelclError(f"backbone input must be (B, T, M, 25, 3), got {tuple(x.shape)}")
+        B, T, M, V, C = x.shape
+        # (B, T, M, V, C) -> (B*M, V*C, T) for the data BN, then (B*M, C, T, V).
+        h = x.permute(0, 2, 3, 4, 1).reshape(B * M, V * C, T)
+        h = self.data_bn(h).view(B * M, V, C, T).permute(0, 2, 3, 1).contiguous()
+        tapped = {}
+        for i, layer in enumerate(self.layers):
+            h = layer(h, self.adjacency)
+            if i + 1 in taps:
+                f = h.mean(dim=3)  # over joints
+                tapped[i + 1] = f.view(B, M, *f.shape[1:]).mean(dim=1)
+        out = h.view(B, M, *h.shape[1:]).mean(dim=1)
+        return out, tapped

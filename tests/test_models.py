@@ -1,0 +1,200 @@
+"""Models: shapes and gradients, the InfoNCE usage against dense float64 losses, queues."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skelcl.errors import SkelclError
+from skelcl.models import Backbone, Localizer, MoCo, RingQueue, UFusion, layer_lengths
+from skelcl.models.moco import snippet_info_nce
+
+torch.set_num_threads(2)
+
+
+def _x(B=2, T=24, M=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, M, 25, 3, generator=g)
+
+
+@pytest.mark.parametrize("kind", ["stgcn", "agcn"])
+@pytest.mark.parametrize("strides", [(2, 5, 8), (5, 8)])
+def test_backbone_shapes_and_gradients(kind, strides):
+    b = Backbone(kind, width=0.125, strides=strides)
+    T = 23  # odd on purpose: stride 2 gives ceil(T / 2)
+    out, taps = b(_x(T=T), taps=(1, 7, 10))
+    L = layer_lengths(T, strides)
+    assert out.shape == (2, b.channels[-1], L[-1], 25)
+    for t in (1, 7, 10):
+        assert taps[t].shape == (2, b.channels[t - 1], L[t - 1])
+    expected_final = T
+    for _ in strides:
+        expected_final = math.ceil(expected_final / 2)
+    assert L[-1] == expected_final
+    out.square().mean().backward()
+    for name, p in b.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    if kind == "agcn":
+        assert b.layers[3].offset.grad.abs().sum() > 0
+
+
+def test_backbone_width_and_bad_config():
+    assert Backbone(width=1.0).channels == [64, 64, 64, 64, 128, 128, 128, 256, 256, 256]
+    with pytest.raises(SkelclError, match="strides"):
+        Backbone(strides=(1, 5))
+    with pytest.raises(SkelclError, match="backbone"):
+        Backbone(kind="resnet")
+    with pytest.raises(SkelclError, match="input"):
+        Backbone(width=0.125)(torch.zeros(2, 10, 25, 3))
+
+
+def test_backbone_bodies_are_averaged():
+    """Swapping the two bodies does not change the output (mean over bodies, shared weights)."""
+    b = Backbone(width=0.125).eval()
+    x = _x()
+    a, _ = b(x)
+    c, _ = b(x.flip(2))
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [(24, 12, 6), (24, 6, 3), (25, 7, 4)])
+def test_ufusion_shapes_and_gradients(lengths):
+    f = UFusion([8, 16, 32], num_outputs=5, hidden=16)
+    feats = [torch.randn(3, c, t, requires_grad=True) for c, t in zip([8, 16, 32], lengths)]
+    y = f(feats, lengths[0])
+    assert y.shape == (3, lengths[0], 5)
+    y.sum().backward()
+    assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in feats)
+    assert len(f.nodes) == 6  # 3 + 2 + 1 nodes in a 3-level nested U-Net
+
+
+@pytest.mark.parametrize("head", ["ufusion", "simple"])
+@pytest.mark.parametrize("strides", [(2, 5, 8), (5, 8)])
+def test_localizer(head, strides):
+    m = Localizer(Backbone(width=0.125, strides=strides), num_outputs=4, head=head)
+    y = m(_x(T=30))
+    assert y.shape == (2, 30, 4)
+    y.logsumexp(-1).sum().backward()
+    assert m.backbone.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_localizer_frames_only_see_their_neighbourhood():
+    """Per-frame logits change when the input frames change (the head does not ignore time)."""
+    m = Localizer(Backbone(width=0.125), num_outputs=4).eval()
+    x = _x(B=1, T=40)
+    y0 = m(x)
+    x2 = x.clone()
+    x2[:, 30:] += 1.0
+    y1 = m(x2)
+    assert not torch.allclose(y0[:, 30:], y1[:, 30:])
+
+
+def test_ring_queue_wraparound():
+    q = RingQueue(5, 2)
+    assert q.get() is None
+    rows = torch.arange(16, dtype=torch.float32).view(8, 2)
+    q.enqueue(rows[:3])
+    assert torch.equal(q.get(), rows[:3])
+    q.enqueue(rows[3:7])  # 4 rows: 2 fill the end, 2 wrap to the front
+    assert int(q.filled) == 5 and int(q.ptr) == 2
+    assert torch.equal(q.data, torch.stack([rows[5], rows[6], rows[2], rows[3], rows[4]]))
+    q.enqueue(torch.arange(14, dtype=torch.float32).view(7, 2) + 100)  # more rows than the queue
+    assert set(map(tuple, q.data.tolist())) == {(100 + 2 * i, 101 + 2 * i) for i in range(2, 7)}
+    assert RingQueue(0, 2).get() is None
+
+
+def _dense_snippet_loss(zq, zk, queue, matched, tau, exclude):
+    """Explicit per-query loop in float64."""
+    B, S = matched.shape
+    losses = []
+    for b in range(B):
+        for s in range(S):
+            qv = zq[b * S + s]
+            logits, pos = [], None
+            for v in range(zk.shape[0] // S):
+                for j in range(S):
+                    if v == b and j == matched[b, s]:
+                        pos = float(qv @ zk[v * S + j]) / tau
+                        logits.append(pos)
+                    elif v == b and exclude:
+                        continue
+                    else:
+                        logits.append(float(qv @ zk[v * S + j]) / tau)
+            if queue is not None:
+                logits += [float(qv @ r) / tau for r in queue]
+            losses.append(-(pos - math.log(sum(math.exp(x) for x in logits))))
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+@pytest.mark.parametrize("with_queue", [True, False])
+def test_snippet_loss_matches_dense_float64(exclude, with_queue):
+    g = torch.Generator().manual_seed(1)
+    B, S, d = 3, 4, 8
+    zq = F.normalize(torch.randn(B * S, d, generator=g, dtype=torch.float64), dim=1)
+    zk = F.normalize(torch.randn(B * S, d, generator=g, dtype=torch.float64), dim=1)
+    queue = F.normalize(torch.randn(5, d, generator=g, dtype=torch.float64), dim=1) if with_queue else None
+    matched = torch.randint(0, S, (B, S), generator=g)
+    got = snippet_info_nce(zq, zk, queue, matched, 0.2, exclude)
+    want = _dense_snippet_loss(zq, zk, queue, matched, 0.2, exclude)
+    assert abs(float(got) - want) < 1e-9
+
+
+def _moco(method="skeletonclr", snippet=True, **kw):
+    torch.manual_seed(0)
+    return MoCo(dict(kind="stgcn", width=0.125), method=method, snippet=snippet, dim=16, queue_size=6,
+                snippet_queue_size=20, num_snippets=3, momentum=0.9, **kw)  # fmt: skip
+
+
+def test_moco_skeletonclr_global_loss_is_dense_infonce():
+    """With snippet off and an empty queue, the loss is the float64 InfoNCE over the batch keys."""
+    m = _moco(snippet=False)
+    views = [_x(B=3, T=16, seed=1), _x(B=3, T=16, seed=2)]
+    loss, stats = m(views)
+    with torch.no_grad():  # recompute q and k with the same (updated) encoders
+        m.train()
+        fq, _ = m.encoder_q(views[0])
+        q = F.normalize(m.head_q(fq), dim=1).double()
+        fk, _ = m.encoder_k(views[1])
+        k = F.normalize(m.head_k(fk), dim=1).double()
+    logits = q @ k.t() / 0.07
+    want = (logits.logsumexp(1) - logits.diag()).mean()
+    assert abs(float(loss.detach()) - float(want)) < 1e-4
+    assert set(stats) == {"loss", "loss_global"}
+
+
+@pytest.mark.parametrize("method", ["skeletonclr", "aimclr"])
+def test_moco_gradients_queues_and_momentum(method):
+    m = _moco(method, nn_warmup_epochs=0)
+    views = [_x(B=4, T=16, seed=s) for s in range(3)]
+    k0 = [p.clone() for p in m.encoder_k.parameters()]
+    loss, stats = m(views, epoch=1, align=torch.zeros(4, 3, dtype=torch.long))
+    loss.backward()
+    assert "loss_snippet" in stats and "snippet_match_acc" in stats
+    assert (method == "aimclr") == ("loss_d3m" in stats)
+    for name, p in m.named_parameters():
+        if name.startswith(("encoder_k", "head_k", "snip_k")):
+            assert p.grad is None, name
+        else:
+            assert p.grad is not None, name
+    # Momentum update: theta_k = 0.9 theta_k + 0.1 theta_q (theta_q unchanged before the step).
+    for before, pk, pq in zip(k0, m.encoder_k.parameters(), m.encoder_q.parameters()):
+        torch.testing.assert_close(pk, 0.9 * before + 0.1 * pq)
+    assert m.queue.get() is None  # keys wait until after backward
+    m.flush_queues()
+    assert int(m.queue.filled) == 4 and int(m.squeue.filled) == 12
+    loss2, _ = m(views, epoch=1)  # second step uses the queues (and NN positives for aimclr)
+    loss2.backward()
+    m.flush_queues()
+    assert int(m.queue.filled) == 6 and int(m.squeue.filled) == 20
+
+
+def test_moco_errors():
+    with pytest.raises(SkelclError, match="method"):
+        _moco("simclr")
+    with pytest.raises(SkelclError, match="extreme"):
+        _moco("aimclr")([_x(), _x()])
+    with pytest.raises(SkelclError, match="aligned"):
+        _moco(match="aligned")([_x(T=16), _x(T=16)])
