@@ -21,7 +21,6 @@ With f = backbone output (B, C, T', V), q = normalize(GlobalHead(f_q)), k = norm
 Queues take the step's keys in flush_queues() (after backward).
 Every InfoNCE goes through skelcl.kernels.info_nce; under torch.distributed the keys are gathered from all
 ranks (skelcl.kernels.gather_with_grad) and the queues take the gathered keys, so every rank keeps the same
-ranks (skelcl.kernels.gather_with_grad) and the queues take the gathered keys, so every rank keeps the same
 queues.
 """
 

@@ -1,0 +1,102 @@
+"""Batches from a cache: normalized sequences, deterministic epoch order, augmentation, padding.
+
+Sequences are NTU-normalized (skelcl.data.normalize) once and kept in memory (a dict per store).
+Epoch order: np.random.default_rng([seed, epoch]).permutation, sharded across ranks; augmentation draws
+come from np.random.default_rng([seed, epoch, step, rank]). So a run resumed at an epoch boundary sees
+exactly the data (and augmentations) of an uninterrupted run, without saving Generator states.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from skelcl import augment
+from skelcl.data.normalize import normalize_sequence
+from skelcl.errors import SkelclError
+from skelcl.train.distributed import shard, world_info
+
+
+class SequenceStore:
+    """Normalized joints and labels of the sequences of one cache view (positions 0..len-1)."""
+
+    def __init__(self, cache):
+        self.cache = cache
+        self._joints: dict[int, np.ndarray] = {}
+        self._labels: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in self._joints:
+            seq = self.cache[i]
+            try:
+                self._joints[i] = normalize_sequence(seq.joints)
+            except SkelclError as err:
+                raise SkelclError(f"{self.cache.path}: sequence {seq.name}: {err}") from None
+            self._labels[i] = seq.labels
+        return self._joints[i], self._labels[i]
+
+    def batch(self, positions, max_frames=None, rng=None):
+        """Zero-padded float32 (B, T, M, 25, 3), lengths (B,), labels (B, T) int64 (-1 = padding/unlabeled).
+
+        Sequences longer than max_frames are cut to a window (random start from rng, else the start)."""
+        js, ls = [], []
+        for i in positions:
+            j, lab = self.get(int(i))
+            if max_frames is not None and len(j) > max_frames:
+                s = int(rng.integers(0, len(j) - max_frames + 1)) if rng is not None else 0
+                j, lab = j[s : s + max_frames], lab[s : s + max_frames]
+            js.append(j)
+            ls.append(lab)
+        lengths = np.array([len(j) for j in js], dtype=np.int64)
+        M = self.cache.max_bodies
+        out = np.zeros((len(js), int(lengths.max()), M, 25, 3), dtype=np.float32)
+        labels = np.full((len(js), int(lengths.max())), -1, dtype=np.int64)
+        for b, (j, lab) in enumerate(zip(js, ls)):
+            out[b, : len(j), : j.shape[1]] = j[:, :M]
+            labels[b, : len(lab)] = lab
+        return out, lengths, labels
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool):
+    """This rank's batches (arrays of positions) for one epoch."""
+    order = shard(np.random.default_rng([seed, epoch]).permutation(n))
+    stop = len(order) // batch_size * batch_size if drop_last else len(order)
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def step_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, step, world_info()[0]])
+
+
+def snippet_alignment(params, num_snippets: int, query: int = 0, key: int = 1) -> np.ndarray:
+    """(B, S) int64: for each query snippet, the key snippet whose mean source frame is nearest.
+
+    Snippet s of a T-frame view covers the adaptive-pooling bin [floor(s T / S), ceil((s + 1) T / S))."""
+    sq = augment.source_frames(params, query).astype(np.float64)
+    sk = augment.source_frames(params, key).astype(np.float64)
+
+    def centers(src):
+        T = src.shape[1]
+        out = np.empty((src.shape[0], num_snippets))
+        for s in range(num_snippets):
+            a, b = (s * T) // num_snippets, -((-(s + 1) * T) // num_snippets)
+            out[:, s] = src[:, a:b].mean(axis=1)
+        return out
+
+    cq, ck = centers(sq), centers(sk)
+    return np.abs(cq[:, :, None] - ck[:, None, :]).argmin(axis=2)
+
+
+def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of the round(fraction * n) (at least 1) sequences that keep their labels."""
+    if not 0 < fraction <= 1:
+        raise SkelclError(f"finetune.label_fraction must be in (0, 1], got {fraction}")
+    k = max(1, int(round(fraction * n)))
+    return np.sort(np.random.default_rng([seed, 20]).choice(n, size=k, replace=False))
+
+
+def to_tensor(x: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device)

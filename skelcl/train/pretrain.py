@@ -1,0 +1,161 @@
+"""Contrastive pretraining (MoCo: SkeletonCLR or AimCLR-style, optionally + the snippet loss).
+
+run_pretrain(cfg, out) trains on the sequences of cfg.data (labels unused), writes the run directory
+(skelcl.train.run) and returns the final metrics. Each step: a batch of normalized sequences ->
+skelcl.augment views (query, key = the other tempo, extreme for AimCLR) -> MoCo loss -> SGD step ->
+queues take the keys. Resuming from RUN/last.pt (saved after every `train.ckpt_every` epochs) restores the
+model (with its queues and momentum encoder), optimizer, scheduler, history and torch RNG state; data
+order and augmentation are functions of (seed, epoch, step), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm import tqdm
+
+from skelcl import augment
+from skelcl.data import open_cache
+from skelcl.errors import SkelclError
+from skelcl.models import MoCo
+from skelcl.train import checkpoint
+from skelcl.train.data import SequenceStore, epoch_batches, snippet_alignment, step_rng, to_tensor
+from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, unwrap, wrap
+from skelcl.train.run import (
+    RunDir,
+    autocast,
+    make_optimizer,
+    make_scheduler,
+    rng_state,
+    set_rng_state,
+    set_threads,
+)
+
+
+def backbone_config(model_cfg: dict) -> dict:
+    return {
+        "kind": model_cfg["backbone"],
+        "width": float(model_cfg["width"]),
+        "strides": tuple(model_cfg["strides"]),
+    }
+
+
+def build_moco(cfg: dict) -> MoCo:
+    p = dict(cfg["pretrain"])
+    p.pop("recipe")
+    return MoCo(backbone_config(cfg["model"]), **p)
+
+
+def open_split(data_cfg: dict, part_key: str = "part"):
+    """The cache view named by data.path / data.split / data.<part_key> (split null: every sequence)."""
+    if not data_cfg.get("path"):
+        raise SkelclError("data.path is not set (give --data DIR or data.path=DIR)")
+    cache = open_cache(data_cfg["path"])
+    if data_cfg.get("split"):
+        cache = cache.subset(cache.split(data_cfg["split"], data_cfg[part_key]))
+    if len(cache) == 0:
+        raise SkelclError(
+            f"{data_cfg['path']}: no sequences in split {data_cfg.get('split')}/{data_cfg[part_key]}"
+        )
+    return cache
+
+
+def run_pretrain(
+    cfg: dict, out, *, resume: bool = False, stop_after_epochs=None, quiet: bool = False
+) -> dict:
+    t = cfg["train"]
+    set_threads(t["num_threads"])
+    device = setup(t["device"])
+    seed = int(t["seed"])
+    torch.manual_seed(seed)
+    run = RunDir(out, cfg, resume=resume, quiet=quiet)
+    store = SequenceStore(open_split(cfg["data"]))
+    recipe = augment.load_recipe(cfg["pretrain"]["recipe"])
+    model = build_moco(cfg).to(device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
+    scheduler = make_scheduler(optimizer, t)
+    start, history = 0, []
+    if resume:
+        st = checkpoint.load(run.checkpoint, map_location=device)
+        if st.get("kind") != "pretrain":
+            raise SkelclError(f"{run.checkpoint} is not a pretraining checkpoint")
+        model.load_state_dict(st["model"])
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        start, history = int(st["epoch"]), list(st["history"])
+        set_rng_state(st["rng"])
+        run.log(f"resumed from {run.checkpoint} after epoch {start}")
+    ddp = wrap(model, device)
+    epochs = int(t["epochs"])
+    bs = int(t["batch_size"])
+    run.log(f"pretrain {cfg['pretrain']['method']}{' + snippet' if model.snippet else ''}: {len(store)} "
+            f"sequences, {epochs} epochs, batch {bs}, device {device}")  # fmt: skip
+    S = model.num_snippets
+    for epoch in range(start, epochs):
+        model.train()
+        t0 = time.time()
+        batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            batches, desc=f"pretrain {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main()
+        )
+        for step, idx in enumerate(bar):
+            x, lengths, _ = store.batch(idx)
+            params = augment.sample(recipe, lengths, step_rng(seed, epoch, step))
+            views = augment.apply(x, lengths, params, backend=t["augment_backend"], check_finite=False)
+            views = [to_tensor(v, device) for v in views]
+            align = to_tensor(snippet_alignment(params, S), device) if model.snippet else None
+            with autocast(device, t["amp"]):
+                loss, stats = ddp(views, epoch=epoch, align=align)
+            if not torch.isfinite(loss):
+                raise SkelclError(f"pretrain: loss became {float(loss)} at epoch {epoch + 1} step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            model.flush_queues()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        scheduler.step()
+        record = {k: mean_scalar(v / max(1, len(batches))) for k, v in sums.items()}
+        record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - t0)
+        history.append(record)
+        run.scalars("pretrain", record, epoch + 1)
+        run.log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("loss", "snippet"))))  # fmt: skip
+        last = epoch + 1 == epochs
+        if is_main() and ((epoch + 1) % int(t["ckpt_every"]) == 0 or last):
+            checkpoint.save(run.checkpoint, {
+                "kind": "pretrain", "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "history": history, "rng": rng_state(),
+            })  # fmt: skip
+        barrier()
+        if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and not last:
+            run.log(f"stopped after epoch {epoch + 1} (stop_after_epochs)")
+            run.close()
+            return {"history": history, "stopped": True}
+    metrics = {"history": history, "final": history[-1] if history else {}}
+    run.write_metrics(metrics)
+    run.close()
+    unwrap(ddp)
+    return metrics
+
+
+def load_encoder_state(path) -> tuple[dict, dict]:
+    """(backbone config, backbone state dict) of the query encoder from a pretraining checkpoint (a file
+    or a run directory holding last.pt)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "last.pt"
+    st = checkpoint.load(p)
+    if st.get("kind") != "pretrain":
+        raise SkelclError(f"{p} is not a pretraining checkpoint (kind {st.get('kind')!r})")
+    enc = {k[len("encoder_q.") :]: v for k, v in st["model"].items() if k.startswith("encoder_q.")}
+    return backbone_config(st["config"]["model"]), enc
+
+
+__all__ = ["build_moco", "load_encoder_state", "open_split", "run_pretrain"]
