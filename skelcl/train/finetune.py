@@ -134,8 +134,8 @@ def run_finetune(
     ddp = wrap(model, device)
     epochs, bs = int(t["epochs"]), int(t["batch_size"])
     source = f["pretrained"] or "random init"
-    run.log(f"finetune ({f['protocol']}, labels on {len(store)}/{len(train_cache)} sequences, encoder: {source}, "
-            f"head {f['head']}): {epochs} epochs, batch {bs}, device {device}")  # fmt: skip
+    run.log(f"finetune ({f['protocol']}, labels on {len(store)}/{len(train_cache)} sequences, "
+            f"encoder: {source}, head {f['head']}): {epochs} epochs, batch {bs}, on {device}")  # fmt: skip
     eval_every = int(t["eval_every"])
     for epoch in range(start, epochs):
         set_train_mode(model, f["protocol"])
@@ -172,8 +172,8 @@ def run_finetune(
             record.update({k: v for k, v in res.items() if k.startswith(("mAP@", "avg_mAP", "frame_"))})
         history.append(record)
         run.scalars("finetune", record, epoch + 1)
-        run.log(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}"
-                + (f", avg mAP {record['avg_mAP_0.1:0.5']:.4f}" if "avg_mAP_0.1:0.5" in record else ""))  # fmt: skip
+        extra = f", avg mAP {record['avg_mAP_0.1:0.5']:.4f}" if "avg_mAP_0.1:0.5" in record else ""
+        run.log(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{extra}")
         if is_main() and ((epoch + 1) % int(t["ckpt_every"]) == 0 or last):
             checkpoint.save(run.checkpoint, {
                 "kind": "localizer", "config": cfg, "backbone": bcfg, "head": f["head"],

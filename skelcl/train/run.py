@@ -91,7 +91,7 @@ def make_optimizer(params, t: dict):
 
 
 def make_scheduler(optimizer, t: dict):
-    """Per-epoch LambdaLR: "cosine" (to 0 over train.epochs), "step" (x gamma at each milestone) or "constant"."""
+    """Per-epoch LambdaLR: "cosine" (to 0 at train.epochs), "step" (x gamma per milestone), "constant"."""
     name, epochs = t["schedule"], int(t["epochs"])
     if name == "cosine":
         fn = lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / max(1, epochs)))
