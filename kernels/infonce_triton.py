@@ -80,7 +80,7 @@ def _fwd_tiles(
         p_dt = kt.dtype
         if UPCAST:
             kt = kt.to(tl.float32)
-        s = tl.dot(q, tl.trans(kt), input_precision=PREC) * scale2  # (BLOCK_M, BLOCK_N), base-2 logits
+        s = tl.dot(q, tl.trans(kt), input_precision=PREC)  # (BLOCK_M, BLOCK_N); base-2 logits: s * scale2
         if MASK_N:
             s = tl.where((cols < n_keys)[None, :], s, float("-inf"))
         if GROUPS:
@@ -93,9 +93,9 @@ def _fwd_tiles(
             else:
                 left = left & (offs_m[:, None] != cols[None, :])
             s = tl.where(left, float("-inf"), s)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * scale2)
         alpha = tl.exp2(m_i - m_new)
-        p_ij = tl.exp2(s - m_new[:, None])
+        p_ij = tl.exp2(s * scale2 - m_new[:, None])  # one FMA per logit before the exp2
         l_i = l_i * alpha + tl.sum(p_ij, 1)
         if NEED_E:
             acc = acc * alpha[:, None]
@@ -104,7 +104,9 @@ def _fwd_tiles(
     return acc, m_i, l_i
 
 
-@triton.jit
+# Sizes are not specialized (no recompile per ragged size, no constexpr 1); d keeps its
+# divisibility-by-16 specialization, which the row addressing needs for wide loads.
+@triton.jit(do_not_specialize=["M", "N", "NQ", "tiles_per_split"])
 def _fwd_kernel(
     q_ptr,
     k_ptr,
@@ -186,7 +188,7 @@ def _fwd_kernel(
         tl.store(e_ptr + (pid_s * M + offs_m[:, None]) * d + offs_d[None, :], e, mask=q_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "N"])
 def _dk_kernel(
     q_ptr,
     k_ptr,
@@ -235,8 +237,8 @@ def _dk_kernel(
             qt = qt.to(tl.float32)
         lse2 = tl.load(lse_ptr + offs_m, mask=row_ok, other=float("inf")) * 1.4426950408889634
         g = tl.load(g_ptr + offs_m, mask=row_ok, other=0.0)
-        s = tl.dot(kt, tl.trans(qt), input_precision=PREC) * scale2  # (BLOCK_N, BLOCK_M), base 2
-        p_t = tl.exp2(s - lse2[None, :])
+        s = tl.dot(kt, tl.trans(qt), input_precision=PREC)  # (BLOCK_N, BLOCK_M)
+        p_t = tl.exp2(s * scale2 - lse2[None, :])
         if GROUPS:
             qg = tl.load(qg_ptr + offs_m, mask=row_ok, other=0)
             left = kg[:, None] == qg[None, :]
@@ -349,6 +351,8 @@ def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
     splits = OVERRIDE.get("splits") or choose_splits(query_blocks, key_tiles, _num_sms(q.device))
     per_split = triton.cdiv(key_tiles, min(splits, key_tiles))
     splits = triton.cdiv(key_tiles, per_split)
+    if max(q.numel(), k.numel(), 0 if queue is None else queue.numel(), splits * m * d) >= 2**31:
+        raise ValueError("info_nce_triton: a tensor has 2**31 or more elements (32-bit addressing)")
     f32 = dict(dtype=torch.float32, device=q.device)
     lse = _empty((splits, m), **f32)
     e = _empty((splits, m, d) if need_e else (1,), **f32)

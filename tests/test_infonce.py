@@ -139,9 +139,11 @@ def test_half_precision_inputs(impl, dtype):
 @pytest.mark.parametrize("impl", ["triton", "reference"])
 def test_extreme_logits_stay_finite(impl, monkeypatch):
     monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", 3)
-    # |s| up to ~1e4: exp would overflow in any precision without the running maximum.
+    # |s| up to ~1e4: exp would overflow in any precision without the running maximum. A float32 logit
+    # near 1e4 is only known to ~1e-3 absolute, and gradients are differences of near-one-hot softmax
+    # rows, so they get a looser bound than the loss.
     case = make_case(21, 30, 41, 40, 16, 2, True, scale=60.0)
-    check(impl, case, 0.05, tol=1e-5, gtol=1e-4)
+    check(impl, case, 0.05, tol=1e-5, gtol=5e-3)
 
 
 @pytest.mark.parametrize("impl", ["triton", "reference"])

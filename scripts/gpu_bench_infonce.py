@@ -1,0 +1,722 @@
+#!/usr/bin/env python
+"""Check and time the Triton InfoNCE kernel on one GPU, against PyTorch eager, Inf-CL 1.2.1 and memeff 0.3.1.
+
+On the GPU machine (repository root as working directory, the peer wheels carried in .whl/):
+
+    python scripts/gpu_bench_infonce.py --out $OUT/infonce_h100.json
+
+Sections, in order (each record is appended to the JSON file as soon as it is measured, so a run cut
+short still leaves its numbers): environment; correctness on the GPU (Triton path against float64,
+values and gradients, ragged shapes, queue, positives, groups, bf16/fp16, extreme logits, splits,
+determinism, torch.compile); timings of forward + backward with peak extra memory for every target
+shape of issue 5 in fp32 (tf32 dots) and bf16, for the kernel, eager, Inf-CL and memeff; a sweep of
+tile configurations; the 262,144-query case. A short table comes last on stdout.
+
+    python scripts/gpu_bench_infonce.py --small --out /tmp/infonce_small.json
+
+runs the same script on a CPU under TRITON_INTERPRET=1 with tiny shapes (peers are skipped there).
+Peers are installed from wheels (pip install --no-index --no-deps --target SITE WHEELS/*.whl); a peer
+that fails to install or import is recorded with the reason and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TAU = 0.07
+D = 128
+TARGETS = {  # (case, dtype) -> (ms, extra MiB or None): issue 5, H100
+    ("inbatch_65536", "bf16"): (14.0, None),
+    ("inbatch_65536", "fp32"): (55.0, None),
+    ("locked_65536", "bf16"): (7.0, None),
+    ("queue_4096+1048576", "bf16"): (6.0, 1024.0),
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument(
+        "--small", action="store_true", help="CPU check of the script: TRITON_INTERPRET=1, tiny shapes"
+    )
+    p.add_argument("--wheels", default=str(ROOT / ".whl"), help="folder holding the peer wheels")
+    p.add_argument(
+        "--site", default="/tmp/infonce_peers", help="scratch folder the wheels are installed into"
+    )
+    p.add_argument(
+        "--budget-s", type=float, default=480.0, help="skip remaining sections after this many seconds"
+    )
+    p.add_argument("--no-sweep", action="store_true", help="skip the tile-configuration sweep")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    return p.parse_args()
+
+
+ARGS = parse_args()
+if ARGS.small:
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+DEV = "cpu" if ARGS.small else "cuda"
+T0 = time.time()
+RECORDS: list[dict] = []
+
+
+def import_kernels():
+    """skelcl.kernels, installed or straight from the working tree (kernels/ maps to skelcl.kernels)."""
+    try:
+        import skelcl.kernels as kernels
+
+        return kernels
+    except ImportError:
+        pass
+    sys.path.insert(0, str(ROOT))
+    import skelcl
+
+    spec = importlib.util.spec_from_file_location(
+        "skelcl.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["skelcl.kernels"] = mod
+    skelcl.kernels = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+kernels = import_kernels()
+from skelcl.kernels import info_nce_reference, info_nce_triton  # noqa: E402
+from skelcl.kernels import infonce_triton as it  # noqa: E402
+
+
+def emit(**kw):
+    kw["t_s"] = round(time.time() - T0, 1)
+    RECORDS.append(kw)
+    print(json.dumps(kw), flush=True)
+    out = Path(ARGS.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(RECORDS, indent=1))
+    tmp.replace(out)
+
+
+def time_left():
+    return ARGS.budget_s - (time.time() - T0)
+
+
+def sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_ms(fn, rep_ms=200):
+    """Median milliseconds: triton do_bench on the GPU, perf_counter over 3 runs on the CPU."""
+    if DEV == "cuda":
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
+    fn()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[1]
+
+
+def peak_extra_mib(fn):
+    if DEV != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def free():
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+# ------------------------------------------------------------------------------------------------ env
+def section_env():
+    info = dict(torch=torch.__version__, small=ARGS.small, f32_precision=torch.get_float32_matmul_precision())
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception as e:  # noqa: BLE001
+        info["triton"] = repr(e)
+    if DEV == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(
+            gpu=torch.cuda.get_device_name(),
+            sms=props.multi_processor_count,
+            mem_GiB=props.total_memory / 2**30,
+        )
+    try:
+        info["commit"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except Exception:  # noqa: BLE001
+        info["commit"] = None
+    emit(what="env", **info)
+
+
+# ---------------------------------------------------------------------------------------------- peers
+PEERS = {}
+
+
+def section_peers():
+    if DEV != "cuda":
+        emit(what="peer", name="inf_cl", error="skipped: needs CUDA")
+        emit(what="peer", name="memeff", error="skipped: needs CUDA")
+        return
+    wheels = sorted(glob.glob(os.path.join(ARGS.wheels, "*.whl")))
+    if wheels:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--no-deps",
+                "--target",
+                ARGS.site,
+                *wheels,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        emit(
+            what="peer_install",
+            wheels=[os.path.basename(w) for w in wheels],
+            rc=r.returncode,
+            tail=r.stderr[-300:],
+        )
+    else:
+        emit(what="peer_install", error=f"no wheels in {ARGS.wheels}")
+    if ARGS.site not in sys.path:
+        sys.path.append(ARGS.site)
+    try:
+        from inf_cl import cal_flash_loss
+
+        PEERS["inf_cl"] = cal_flash_loss
+        emit(what="peer", name="inf_cl", ok=True)
+    except Exception as e:  # noqa: BLE001
+        emit(what="peer", name="inf_cl", error=repr(e)[:300])
+    try:
+        from memeff import MemoryEfficientLiTQwen3Loss, MemoryEfficientQwen3Loss
+
+        # Same configuration as the anchors (DESIGN.md section 7).
+        kw = dict(temperature=TAU, margin=2.0, normalized_inputs=True, stable=False)
+        PEERS["memeff"] = MemoryEfficientQwen3Loss(**kw)
+        PEERS["memeff_lit"] = MemoryEfficientLiTQwen3Loss(**kw)
+        emit(what="peer", name="memeff", ok=True)
+    except Exception as e:  # noqa: BLE001
+        emit(what="peer", name="memeff", error=repr(e)[:300])
+
+
+# ---------------------------------------------------------------------------------------- correctness
+def dense64(q, k, queue, positive, q_group, k_group, tau):
+    """Per-row loss from the full float64 logit matrix (small shapes only)."""
+    m, n = q.shape[0], k.shape[0]
+    keys = k.double() if queue is None else torch.cat([k.double(), queue.double()])
+    s = q.double() @ keys.t() / tau
+    pos = torch.zeros_like(s, dtype=torch.bool)
+    rows = torch.arange(m, device=q.device)
+    if positive is None:
+        pos[rows, rows] = True
+    else:
+        table = positive[:, None] if positive.dim() == 1 else positive
+        ok = table >= 0
+        pos[rows[:, None].expand_as(table)[ok], table[ok]] = True
+    keep = torch.ones_like(pos)
+    if q_group is not None:
+        keep[:, :n] = (q_group[:, None] != k_group[None, :]) | pos[:, :n]
+    inf = float("-inf")
+    return torch.logsumexp(s.masked_fill(~keep, inf), 1) - torch.logsumexp(s.masked_fill(~pos, inf), 1)
+
+
+def make_case(seed, m, n, nq, d, npos, groups, scale=1.0, dtype=torch.float32):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+
+    def rnd(r):
+        return (torch.randn(r, d, generator=g) * scale / d**0.5).to(dtype).to(DEV)
+
+    q, k = rnd(m), rnd(n)
+    queue = rnd(nq) if nq else None
+    positive = None
+    if npos >= 1:
+        positive = torch.randint(0, n + nq, (m, npos), generator=g)
+        drop = torch.rand(m, npos, generator=g) < 0.4
+        drop[:, 0] = False
+        positive[drop] = -1
+        positive = positive.to(DEV)
+    qg = kg = None
+    if groups:
+        qg = torch.randint(0, 3, (m,), generator=g).to(DEV)
+        kg = torch.randint(0, 3, (n,), generator=g).to(DEV)
+    return q, k, queue, positive, qg, kg
+
+
+def check_case(name, case, tau, tol, gtol, splits=None):
+    q, k, queue, positive, qg, kg = case
+    it.OVERRIDE.clear()
+    if splits:
+        it.OVERRIDE["splits"] = splits
+    nan_empty = it._empty
+    it._empty = lambda shape, **kw: torch.full(shape, float("nan"), **kw)  # unwritten outputs show as NaN
+    try:
+        qd, kd = q.double().requires_grad_(), k.double().requires_grad_()
+        ref = dense64(qd, kd, queue, positive, qg, kg, tau)
+        w = torch.rand(ref.shape, dtype=torch.float64, device=ref.device) + 0.5
+        gq, gk = torch.autograd.grad((ref * w).sum(), [qd, kd])
+        qt, kt = q.clone().requires_grad_(), k.clone().requires_grad_()
+        out = info_nce_triton(
+            qt, kt, queue, positive=positive, q_group=qg, k_group=kg, temperature=tau, reduction="none"
+        )
+        (out * w.float()).sum().backward()
+        sync()
+        errs = dict(loss=rel(out, ref), dq=rel(qt.grad, gq), dk=rel(kt.grad, gk))
+        finite = bool(
+            torch.isfinite(out).all() and torch.isfinite(qt.grad).all() and torch.isfinite(kt.grad).all()
+        )
+        ok = finite and errs["loss"] < tol and errs["dq"] < gtol and errs["dk"] < gtol
+        shape = [q.shape[0], k.shape[0], 0 if queue is None else queue.shape[0], q.shape[1]]
+        dtype = str(q.dtype).replace("torch.", "")
+        emit(
+            what="check",
+            case=name,
+            shape=shape,
+            dtype=dtype,
+            rel_err=errs,
+            finite=finite,
+            tol=[tol, gtol],
+            ok=ok,
+        )
+    except Exception:  # noqa: BLE001
+        emit(what="check", case=name, ok=False, error=traceback.format_exc()[-1500:])
+    finally:
+        it._empty = nan_empty
+        it.OVERRIDE.clear()
+
+
+def section_correctness():
+    cases = [  # name, (seed, M, N, Q, d, positives, groups), tau, splits
+        ("inbatch_ragged", (1, 200, 203, 0, 128, 0, False), 0.07, None),
+        ("queue_ragged_d40", (2, 137, 145, 1000, 40, 0, False), 0.1, None),
+        ("positives_groups", (3, 150, 161, 333, 64, 3, True), 0.5, None),
+        ("split_keys", (4, 100, 120, 3000, 128, 0, False), 0.05, 7),
+        ("d_256", (5, 130, 140, 70, 256, 2, True), 0.2, None),
+        ("d_7", (6, 64, 65, 31, 7, 1, False), 0.3, 3),
+    ]
+    if ARGS.small:
+        shrink = [None, 40, 45, 50, 64, None, None]  # caps on (seed, M, N, Q, d, positives, groups)
+        cases = [
+            (n, tuple(v if c is None else min(v, c) for v, c in zip(spec, shrink)), t, sp)
+            for n, spec, t, sp in cases
+        ]
+    # Each case compiles its own kernel variants (a few seconds each on the GPU): keep the list short.
+    for prec, subset in (("highest", cases), ("high", cases[:3])):
+        torch.set_float32_matmul_precision(prec)
+        tol = 1e-5 if prec == "highest" or ARGS.small else 3e-3
+        for name, spec, tau, splits in subset:
+            check_case(f"{name}_fp32_{prec}", make_case(*spec), tau, tol, tol * 3, splits)
+    torch.set_float32_matmul_precision("highest")
+    for dt, tag, subset in ((torch.bfloat16, "bf16", cases[:4]), (torch.float16, "fp16", cases[1:3])):
+        for name, spec, tau, splits in subset:
+            check_case(f"{name}_{tag}", make_case(*spec, scale=3.0, dtype=dt), tau, 5e-3, 2e-2, splits)
+    # Extreme logits, |s| up to ~1e4. A float32 logit near 1e4 carries ~1e-3 absolute error, and the
+    # gradients of near-one-hot rows are differences of such numbers: looser gradient bounds.
+    extreme = make_case(7, 120, 130, 200, 32, 2, True, scale=60.0)
+    check_case("extreme_logits_fp32", extreme, 0.05, 1e-5, 5e-3, 3)
+    extreme = make_case(8, 120, 130, 200, 32, 0, False, scale=60.0, dtype=torch.bfloat16)
+    check_case("extreme_logits_bf16", extreme, 0.05, 5e-3, 3e-2)
+    section_large_check()
+    section_determinism()
+    try:  # the dispatcher sends CUDA tensors (and only those) to the kernel
+        q, k, queue, positive, qg, kg = make_case(9, 50, 60, 20, 16, 2, True)
+        kw = dict(positive=positive, q_group=qg, k_group=kg, temperature=0.1, reduction="none")
+        want = (info_nce_triton if DEV == "cuda" else info_nce_reference)(q, k, queue, **kw)
+        emit(what="check", case="dispatcher", ok=bool(torch.equal(kernels.info_nce(q, k, queue, **kw), want)))
+    except Exception:  # noqa: BLE001
+        emit(what="check", case="dispatcher", ok=False, error=traceback.format_exc()[-1500:])
+    if not ARGS.no_compile and DEV == "cuda":
+        section_compile_check()
+
+
+def section_large_check():
+    """Launch-sized check (many programs, splits): Triton bf16 vs the chunked reference in float64."""
+    m, n, nq = (64, 64, 300) if ARGS.small else (4096, 4096, 65536)
+    try:
+        q, k, queue = unit(m, torch.bfloat16), unit(n, torch.bfloat16), unit(nq, torch.bfloat16)
+        qt, kt = q.clone().requires_grad_(), k.clone().requires_grad_()
+        info_nce_triton(qt, kt, queue, temperature=TAU).backward()
+        qd, kd = q.double().requires_grad_(), k.double().requires_grad_()
+        ref = info_nce_reference(qd, kd, queue.double(), temperature=TAU)
+        ref.backward()
+        loss = info_nce_triton(q, k, queue, temperature=TAU)
+        errs = dict(loss=rel(loss, ref), dq=rel(qt.grad, qd.grad), dk=rel(kt.grad, kd.grad))
+        ok = errs["loss"] < 5e-3 and errs["dq"] < 2e-2 and errs["dk"] < 2e-2
+        emit(what="check", case="large_queue_bf16_vs_ref64", shape=[m, n, nq, D], rel_err=errs, ok=ok)
+    except Exception:  # noqa: BLE001
+        emit(what="check", case="large_queue_bf16_vs_ref64", ok=False, error=traceback.format_exc()[-1500:])
+    free()
+
+
+def section_determinism():
+    m = 64 if ARGS.small else 8192
+    try:
+        q, k = unit(m, torch.bfloat16), unit(m, torch.bfloat16)
+        grads = []
+        for _ in range(2):
+            qt, kt = q.clone().requires_grad_(), k.clone().requires_grad_()
+            info_nce_triton(qt, kt, temperature=TAU).backward()
+            grads.append((qt.grad, kt.grad))
+        same = bool(torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1]))
+        emit(what="check", case="bitwise_repeatable_inbatch_bf16", shape=[m, m, 0, D], ok=same)
+    except Exception:  # noqa: BLE001
+        emit(
+            what="check",
+            case="bitwise_repeatable_inbatch_bf16",
+            ok=False,
+            error=traceback.format_exc()[-1500:],
+        )
+
+
+def section_compile_check():
+    try:
+        q, k, queue = unit(512, torch.bfloat16), unit(600, torch.bfloat16), unit(2000, torch.bfloat16)
+        f = torch.compile(lambda q, k: info_nce_triton(q, k, queue, temperature=TAU), fullgraph=True)
+        q1, k1, q2, k2 = (x.clone().requires_grad_() for x in (q, k, q, k))
+        t = time.time()
+        a = f(q1, k1)
+        a.backward()
+        compile_s = time.time() - t
+        b = info_nce_triton(q2, k2, queue, temperature=TAU)
+        b.backward()
+        errs = dict(loss=rel(a, b), dq=rel(q1.grad, q2.grad), dk=rel(k1.grad, k2.grad))
+        ok = max(errs.values()) < 1e-5
+        emit(what="check", case="torch_compile_inductor", rel_err=errs, compile_s=compile_s, ok=ok)
+    except Exception:  # noqa: BLE001
+        emit(what="check", case="torch_compile_inductor", ok=False, error=traceback.format_exc()[-1500:])
+
+
+# -------------------------------------------------------------------------------------------- timings
+def unit(rows, dtype):
+    return F.normalize(torch.randn(rows, D, device=DEV), dim=1).to(dtype)
+
+
+def shapes():
+    """(case name, M, N, Q, keys need grad)."""
+    if ARGS.small:
+        return [
+            ("inbatch_64", 64, 64, 0, True),
+            ("locked_64", 64, 64, 0, False),
+            ("queue_32+256", 32, 32, 256, True),
+        ]
+    return [
+        ("inbatch_65536", 65536, 65536, 0, True),
+        ("queue_4096+1048576", 4096, 4096, 1048576, True),
+        ("locked_65536", 65536, 65536, 0, False),
+        ("inbatch_16384", 16384, 16384, 0, True),
+        ("queue_4096+65536", 4096, 4096, 65536, True),
+    ]
+
+
+def flops(m, n, nq, kgrad):
+    """Our kernels' matmul work: forward s and E over all keys (4 M K d), dk pass (4 M N d)."""
+    return 4 * m * (n + nq) * D + (4 * m * n * D if kgrad else 0)
+
+
+def make_step(impl, q, k, queue):
+    m = q.shape[0]
+    labels = torch.arange(m, device=DEV)
+
+    def zero():
+        q.grad = None
+        k.grad = None
+
+    if impl == "triton":
+
+        def step():
+            zero()
+            info_nce_triton(q, k, queue, temperature=TAU).backward()
+
+    elif impl in ("eager", "eager_compiled"):
+
+        def loss_fn(q, k, queue):
+            keys = k if queue is None else torch.cat([k, queue])
+            return F.cross_entropy((q @ keys.t()).float() / TAU, labels)
+
+        fn = torch.compile(loss_fn) if impl == "eager_compiled" else loss_fn
+
+        def step():
+            zero()
+            fn(q, k, queue).backward()
+
+    elif impl == "inf_cl":
+        flash = PEERS["inf_cl"]
+
+        def step():
+            zero()
+            keys = k if queue is None else torch.cat([k, queue])  # no queue mode: the queue gets a gradient
+            flash(q, keys, labels, scale=1 / TAU, head_dim=D).mean().backward()
+
+    elif impl in ("memeff", "memeff_lit"):
+        lossf = PEERS[impl]
+
+        def step():
+            zero()
+            lossf(q, k).backward()
+
+    else:
+        raise ValueError(impl)
+    return step
+
+
+def impls_for(case, nq, kgrad, tag):
+    out = ["triton"]
+    big_eager = case == "inbatch_262144"
+    if not big_eager:
+        out.append("eager")
+    if not ARGS.no_compile and DEV == "cuda" and case == "inbatch_16384" and tag == "bf16":
+        out.append("eager_compiled")
+    if "inf_cl" in PEERS and not big_eager:
+        out.append("inf_cl")
+    if "memeff" in PEERS and nq == 0:
+        out.append("memeff" if kgrad else "memeff_lit")
+    return out
+
+
+def time_one(case, m, n, nq, kgrad, tag, impl, rep_ms=200):
+    rec = dict(what="time", case=case, M=m, N=n, Q=nq, d=D, dtype=tag, impl=impl, kgrad=kgrad)
+    if tag == "fp32":
+        rec["f32_precision"] = torch.get_float32_matmul_precision()
+    try:
+        measure(rec, rep_ms)
+    except Exception as e:  # noqa: BLE001
+        rec["error"] = (repr(e) if "OutOfMemory" in repr(e) else traceback.format_exc())[-800:]
+    free()  # the inputs died with measure()
+    emit(**rec)
+    return rec
+
+
+def measure(rec, rep_ms):
+    """Fill rec with the median ms of one forward + backward, peak extra memory and, for the kernel,
+    the forward alone, the tiles used and the target verdict."""
+    m, n, nq, kgrad, impl = rec["M"], rec["N"], rec["Q"], rec["kgrad"], rec["impl"]
+    dtype = torch.bfloat16 if rec["dtype"] == "bf16" else torch.float32
+    q = unit(m, dtype).requires_grad_()
+    # memeff's LiT loss is timed as in the anchors (both inputs marked for gradient)
+    k = unit(n, dtype).requires_grad_(kgrad or impl == "memeff_lit")
+    queue = unit(nq, dtype) if nq else None
+    step = make_step(impl, q, k, queue)
+    t = time.time()
+    step()
+    sync()
+    rec["first_call_s"] = round(time.time() - t, 2)
+    rec["ms"] = bench_ms(step, rep_ms)
+    rec["peak_extra_MiB"] = peak_extra_mib(step)
+    if impl != "triton":
+        return
+    rec["TFLOPs"] = flops(m, n, nq, kgrad) / rec["ms"] / 1e9
+    rec["fwd_ms"] = bench_ms(lambda: info_nce_triton(q, k, queue, temperature=TAU), rep_ms)
+    cfg = rec["cfg_fwd"] = it.fwd_config(D, dtype, q.device)
+    rec["cfg_dk"] = it.dk_config(D, dtype, q.device)
+    blocks, key_tiles = -(-m // cfg["BLOCK_M"]), -(-n // cfg["BLOCK_N"]) - (-nq // cfg["BLOCK_N"])
+    rec["splits"] = it.OVERRIDE.get("splits") or it.choose_splits(blocks, key_tiles, it._num_sms(q.device))
+    target = TARGETS.get((rec["case"], rec["dtype"]))
+    if target:
+        rec["target_ms"], rec["target_extra_MiB"] = target
+        mem_ok = target[1] is None or (rec["peak_extra_MiB"] or 0) <= target[1]
+        rec["meets_target"] = rec["ms"] <= target[0] and mem_ok
+
+
+def section_timings():
+    for tag in ("bf16", "fp32"):
+        torch.set_float32_matmul_precision(
+            "high"
+        )  # fp32 inputs: tf32 dots everywhere (as memeff / Triton default)
+        for case, m, n, nq, kgrad in shapes():
+            for impl in impls_for(case, nq, kgrad, tag):
+                if time_left() < 60:
+                    emit(what="time", case=case, dtype=tag, impl=impl, error="skipped: time budget")
+                    continue
+                time_one(case, m, n, nq, kgrad, tag, impl)
+    # our kernel with exact float32 dots (torch's default precision), one size
+    torch.set_float32_matmul_precision("highest")
+    case = shapes()[3] if not ARGS.small else shapes()[0]
+    time_one(case[0], case[1], case[2], case[3], case[4], "fp32", "triton")
+    torch.set_float32_matmul_precision("high")
+
+
+FWD_CFGS = {  # (BLOCK_M, BLOCK_N, num_warps, num_stages)
+    "bf16": [
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 3),
+        (128, 128, 8, 2),
+        (128, 128, 4, 3),
+        (64, 64, 4, 4),
+    ],
+    "fp32": [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 4, 2)],
+}
+DK_CFGS = {
+    "bf16": [
+        (64, 128, 8, 3),
+        (64, 128, 8, 2),
+        (32, 128, 4, 3),
+        (64, 64, 4, 3),
+        (128, 128, 8, 2),
+        (32, 64, 4, 4),
+    ],
+    "fp32": [(64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 4, 2)],
+}
+SMALL_CFGS = [(16, 16, 1, 1), (32, 16, 1, 1)]
+
+
+def section_sweep():
+    """Forward and dk kernels alone, per tile configuration, on the in-batch 65,536 case, then the number
+    of key splits on the long-queue case. The defaults are the heuristics in fwd_config / dk_config; the
+    best configurations found here are the candidates for new defaults."""
+    torch.set_float32_matmul_precision("high")
+    for tag in ("bf16", "fp32"):
+        sweep_tiles(tag)
+        free()
+    sweep_splits()
+    free()
+
+
+def sweep_tiles(tag):
+    m = 64 if ARGS.small else 65536
+    dtype = torch.bfloat16 if tag == "bf16" else torch.float32
+    q, k = unit(m, dtype), unit(m, dtype)
+    lse, _ = it._fwd(q, k, None, None, None, None, TAU, False)
+    g = torch.full((m,), 1.0 / m, device=DEV)
+    runs = {
+        "fwd": lambda: it._fwd(q, k, None, None, None, None, TAU, True),
+        "dk": lambda: it._dk(q, k, lse, g, None, None, None, TAU),
+    }
+    for kind, cfgs in (("fwd", FWD_CFGS[tag]), ("dk", DK_CFGS[tag])):
+        for cfg in SMALL_CFGS if ARGS.small else cfgs:
+            if time_left() < 45:
+                emit(what="sweep", kind=kind, dtype=tag, error="skipped: time budget")
+                break
+            it.OVERRIDE.clear()
+            it.OVERRIDE.update(
+                zip([f"{kind}_{key}" for key in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")], cfg)
+            )
+            rec = dict(what="sweep", kind=kind, dtype=tag, M=m, N=m, cfg=list(cfg))
+            try:
+                runs[kind]()
+                rec["ms"] = bench_ms(runs[kind], 100)
+                rec["TFLOPs"] = 4 * m * m * D / rec["ms"] / 1e9
+            except Exception as e:  # noqa: BLE001
+                rec["error"] = repr(e)[-400:]
+            emit(**rec)
+    it.OVERRIDE.clear()
+
+
+def sweep_splits():
+    m, nq = (32, 1000) if ARGS.small else (4096, 1052672)
+    q, keys = unit(m, torch.bfloat16), unit(nq, torch.bfloat16)
+    for splits in (1, 2, 3) if ARGS.small else (1, 8, 16, 33, 66, 132):
+        if time_left() < 30:
+            break
+        it.OVERRIDE.clear()
+        it.OVERRIDE["splits"] = splits
+        rec = dict(what="sweep", kind="fwd_splits", dtype="bf16", M=m, N=nq, splits=splits)
+        try:
+            it._fwd(q, keys, None, None, None, None, TAU, True)
+            rec["ms"] = bench_ms(lambda: it._fwd(q, keys, None, None, None, None, TAU, True), 100)
+        except Exception as e:  # noqa: BLE001
+            rec["error"] = repr(e)[-400:]
+        emit(**rec)
+    it.OVERRIDE.clear()
+
+
+def section_huge():
+    if ARGS.small or time_left() < 90:
+        return
+    torch.set_float32_matmul_precision("high")
+    for impl in ["triton"] + (["memeff"] if "memeff" in PEERS else []):
+        time_one("inbatch_262144", 262144, 262144, 0, True, "bf16", impl, rep_ms=500)
+
+
+# ---------------------------------------------------------------------------------------------- table
+def print_table():
+    print(
+        "\nchecks: "
+        + ", ".join(f"{r['case']}={'ok' if r.get('ok') else 'FAIL'}" for r in RECORDS if r["what"] == "check")
+    )
+    for r in RECORDS:
+        if r["what"] == "peer" and r.get("error"):
+            print(f"peer {r['name']}: {r['error'][:120]}")
+    best = {}
+    for r in RECORDS:
+        if r["what"] == "sweep" and "ms" in r and "cfg" in r:
+            key = (r["kind"], r["dtype"])
+            if key not in best or r["ms"] < best[key][0]:
+                best[key] = (r["ms"], r["cfg"])
+    for (kind, tag), (ms, cfg) in sorted(best.items()):
+        print(f"sweep best {kind} {tag}: {cfg} (BLOCK_M, BLOCK_N, warps, stages) {ms:.3f} ms")
+    head = ("case", "dtype", "impl", "ms", "fwd ms", "extra MiB", "TFLOP/s")
+    print("\n{:22s} {:5s} {:15s} {:>9s} {:>8s} {:>10s} {:>8s}  note".format(*head))
+    for r in RECORDS:
+        if r["what"] != "time":
+            continue
+        note = ""
+        if "error" in r:
+            note = r["error"].strip().splitlines()[-1][:60]
+        elif "target_ms" in r:
+            note = f"target {r['target_ms']} ms: {'met' if r['meets_target'] else 'MISSED'}"
+        if r.get("f32_precision") == "highest":
+            note = ("ieee fp32 dots " + note).strip()
+        ms = f"{r['ms']:.3f}" if "ms" in r else "-"
+        fwd = f"{r['fwd_ms']:.3f}" if "fwd_ms" in r else "-"
+        mem = f"{r['peak_extra_MiB']:.0f}" if r.get("peak_extra_MiB") is not None else "-"
+        tf = f"{r['TFLOPs']:.0f}" if "TFLOPs" in r else "-"
+        print(
+            f"{r['case']:22s} {r['dtype']:5s} {r['impl']:15s} {ms:>9s} {fwd:>8s} {mem:>10s} {tf:>8s}  {note}"
+        )
+
+
+def main():
+    section_env()
+    section_peers()
+    for part in (section_correctness, section_timings, section_sweep, section_huge):
+        if time_left() < 20:
+            emit(what="section", name=part.__name__, error="skipped: time budget")
+            continue
+        try:
+            part()
+        except Exception:  # noqa: BLE001
+            emit(what="section", name=part.__name__, error=traceback.format_exc()[-1500:])
+    emit(what="done", wall_s=round(time.time() - T0, 1))
+    print_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
