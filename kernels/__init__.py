@@ -5,13 +5,15 @@ Triton kernel for CUDA tensors and the reference elsewhere.
 """
 
 from skelcl.kernels.distributed import gather_with_grad
-from skelcl.kernels.graph_conv import graph_conv, graph_conv_reference
+from skelcl.kernels.graph_conv import fold_batchnorm, graph_conv, graph_conv_reference, graph_conv_triton
 from skelcl.kernels.infonce import info_nce, info_nce_reference, info_nce_triton
 
 __all__ = [
+    "fold_batchnorm",
     "gather_with_grad",
     "graph_conv",
     "graph_conv_reference",
+    "graph_conv_triton",
     "info_nce",
     "info_nce_reference",
     "info_nce_triton",

@@ -2,23 +2,67 @@
 
 x (N, C_in, T, V), weight (K, C_out, C_in), adjacency (K, V, V), bias (C_out,):
     y[n, o, t, w] = sum_k sum_c sum_v weight[k, o, c] * x[n, c, t, v] * adjacency[k, v, w] + bias[o]
+then y += residual (same shape as y) and y = relu(y) when asked. Equivalently one GEMM with inner
+dimension K * C_in: stack X A_k over k and multiply by [W_1 ... W_K].
+
+`graph_conv_reference` is plain PyTorch (the CPU path, and the tests' reference); `graph_conv_triton`
+the fused Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); `graph_conv` dispatches on the device.
+`fold_batchnorm` folds an eval-mode BatchNorm that follows the convolution into weight and bias.
 """
 
 from __future__ import annotations
 
 import torch
 
+_ACTIVATIONS = (None, "relu")
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_MAX_V = 64
+
+
+def _check(name, x, weight, adjacency, bias, residual, activation):
+    """Raise ValueError naming the argument at fault."""
+    args = (("x", x), ("weight", weight), ("adjacency", adjacency), ("bias", bias), ("residual", residual))
+    for arg, t in args:
+        if t is None and arg in ("bias", "residual"):
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: {arg} must be a tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name}: {arg} is on {t.device} but x is on {x.device}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: x must be (N, C_in, T, V), got shape {tuple(x.shape)}")
+    n, c_in, t, v = x.shape
+    if weight.dim() != 3 or weight.shape[2] != c_in:
+        raise ValueError(f"{name}: weight must be (K, C_out, C_in={c_in}), got shape {tuple(weight.shape)}")
+    k, c_out = weight.shape[0], weight.shape[1]
+    if tuple(adjacency.shape) != (k, v, v):
+        got = tuple(adjacency.shape)
+        raise ValueError(f"{name}: adjacency must be (K={k}, V={v}, V={v}), got shape {got}")
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"{name}: bias must be (C_out={c_out},), got shape {tuple(bias.shape)}")
+    if residual is not None and tuple(residual.shape) != (n, c_out, t, v):
+        shape = (n, c_out, t, v)
+        raise ValueError(f"{name}: residual must have the output shape {shape}, got {tuple(residual.shape)}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"{name}: activation must be None or 'relu', got {activation!r}")
+
 
 def graph_conv_reference(x, weight, adjacency, bias=None, *, residual=None, activation=None):
-    """Plain PyTorch graph convolution (the CPU path and the tests' reference)."""
-    if activation not in (None, "relu"):
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-    # Aggregate over joints first (cheap: V x V per k), then mix channels with one matmul over K * C_in.
-    xa = torch.einsum("nctv,kvw->nkctw", x, adjacency)
-    n, k, c, t, w = xa.shape
-    y = torch.einsum("okc,nkctw->notw", weight.permute(1, 0, 2), xa)
+    """Plain PyTorch graph convolution (the CPU path and the tests' reference); mixed dtypes promote."""
+    _check("graph_conv_reference", x, weight, adjacency, bias, residual, activation)
+    dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), adjacency.dtype)
+    x, weight, adjacency = x.to(dtype), weight.to(dtype), adjacency.to(dtype)
+    n, c_in, t, v = x.shape
+    k, c_out = weight.shape[0], weight.shape[1]
+    # Aggregate over joints first (V x V per k, on the narrower side when C_in <= C_out), then mix
+    # channels with one batched matmul over K * C_in (bench/bench_graph_conv.py picked this order).
+    xa = torch.matmul(x.reshape(n, 1, c_in * t, v), adjacency.unsqueeze(0))  # (N, K, C_in*T, V)
+    y = torch.matmul(weight.permute(1, 0, 2).reshape(c_out, k * c_in), xa.reshape(n, k * c_in, t * v))
+    y = y.view(n, c_out, t, v)
     if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
+        y = y + bias.to(dtype).view(1, -1, 1, 1)
     if residual is not None:
         y = y + residual
     if activation == "relu":
@@ -26,6 +70,72 @@ def graph_conv_reference(x, weight, adjacency, bias=None, *, residual=None, acti
     return y
 
 
+def _compute_dtype(x, weight, adjacency, residual):
+    """The autocast dtype when autocast is on for x's device, else the promoted dtype of the inputs."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), adjacency.dtype)
+    return dtype if residual is None else torch.promote_types(dtype, residual.dtype)
+
+
+def graph_conv_triton(x, weight, adjacency, bias=None, *, residual=None, activation=None):
+    """Fused Triton graph convolution; same contract as graph_conv_reference.
+
+    float32 (tf32 dots when torch.backends.cudnn.allow_tf32, as for convolutions), bfloat16 and float16,
+    fp32 accumulation; under autocast the inputs are cast to the autocast dtype. Output in the compute
+    dtype. Differentiable in x, weight, adjacency, bias and residual; works under torch.compile.
+    """
+    _check("graph_conv_triton", x, weight, adjacency, bias, residual, activation)
+    dtype = _compute_dtype(x, weight, adjacency, residual)
+    if dtype not in _TRITON_DTYPES:
+        raise ValueError(f"graph_conv_triton: compute dtype {dtype} unsupported (float32, bfloat16, float16)")
+    if x.shape[3] > _MAX_V:
+        raise ValueError(f"graph_conv_triton: V={x.shape[3]} joints is more than the kernel's {_MAX_V}")
+    import skelcl.kernels.graph_conv_kernel as gck  # imports triton (TRITON_INTERPRET is read at import)
+
+    return gck.graph_conv_fused(
+        x.to(dtype),
+        weight.to(dtype),
+        adjacency.to(dtype),
+        bias,
+        None if residual is None else residual.to(dtype),
+        activation == "relu",
+    )
+
+
 def graph_conv(x, weight, adjacency, bias=None, *, residual=None, activation=None):
-    """Dispatcher: the Triton kernel on CUDA tensors (once available), the reference elsewhere."""
-    return graph_conv_reference(x, weight, adjacency, bias, residual=residual, activation=activation)
+    """Dispatcher: graph_conv_triton on CUDA tensors (float32 / bfloat16 / float16 compute), the reference
+    elsewhere (CPU, float64)."""
+    use_triton = x.is_cuda and _compute_dtype(x, weight, adjacency, residual) in _TRITON_DTYPES
+    fn = graph_conv_triton if use_triton else graph_conv_reference
+    return fn(x, weight, adjacency, bias, residual=residual, activation=activation)
+
+
+def fold_batchnorm(weight, bias, bn):
+    """(weight', bias') such that graph_conv(x, weight', A, bias') == bn(graph_conv(x, weight, A, bias))
+    for a BatchNorm in eval mode (running statistics): with s = gamma / sqrt(running_var + eps),
+    weight'[k, o, c] = s[o] * weight[k, o, c] and bias'[o] = s[o] * (bias[o] - running_mean[o]) + beta[o].
+
+    bn: a torch.nn.BatchNorm1d/2d with running statistics over C_out channels; bias may be None.
+    Returns new tensors (no gradient link to the BatchNorm); compute in float32 or better.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            "fold_batchnorm: the BatchNorm has no running statistics (track_running_stats=False)"
+        )
+    c_out = weight.shape[1]
+    if bn.running_mean.shape != (c_out,):
+        got = bn.running_mean.shape[0]
+        raise ValueError(f"fold_batchnorm: the BatchNorm has {got} channels, weight has C_out={c_out}")
+    with torch.no_grad():
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        s = (bn.running_var.to(dtype) + bn.eps).rsqrt()
+        if bn.weight is not None:
+            s = s * bn.weight.to(dtype)
+        b = torch.zeros(c_out, dtype=dtype, device=weight.device) if bias is None else bias.to(dtype)
+        b = s * (b - bn.running_mean.to(dtype))
+        if bn.bias is not None:
+            b = b + bn.bias.to(dtype)
+        w = weight.to(dtype) * s.view(1, -1, 1)
+    return w.to(weight.dtype), b.to(weight.dtype if bias is None else bias.dtype)
