@@ -1,12 +1,14 @@
 """The numba backend: one fused, compiled pass per view, parallel over the samples of the batch.
 
-For output frame t of sample b the kernel computes the window coordinate u = offset + step * t, mirrors
-the two neighbouring integer frames into the sequence (reflect padding, short sequences), interpolates
-linearly, then applies the composed 3x3 matrix A = R S F (flip mirror, shear, rotation) with the joint
-permutation of the flip, adds the counter-based noise and multiplies by the keep mask (axis, joint and
-part masks), all in registers. Views with a Gaussian blur write A x + noise to a per-sample scratch buffer
-first and filter it along time in a second pass (the masks are constant over time, so they commute with
-the blur and are applied last).
+Per sample and view the kernel first derives, from the raw draws, the matrix A = R S F (rotation, shear,
+flip mirror), the joint permutation, the keep mask and the blur taps (the formulas of
+skelcl.augment.params, evaluated inside the parallel loop). Then, for output frame t, it computes the
+window coordinate u = offset + step * t, mirrors the two neighbouring integer frames into the sequence
+(reflect padding, short sequences), interpolates linearly, applies A to every joint, permutes the joints
+if flipped, adds the counter-based noise and multiplies by the keep mask (axis, joint and part masks), one
+frame row at a time. Views with a Gaussian blur write A x + noise to a per-sample scratch buffer first
+and filter it along time in a second pass (the masks are constant over time, so they commute with the
+blur and are applied last). All views of a sample run in the same task, so its frames stay in cache.
 
 Compiled functions use cache=True: the first call in a fresh environment compiles (a few seconds), later
 processes load the machine code from __pycache__.
@@ -18,14 +20,8 @@ import numpy as np
 from numba import njit, parallel_chunksize, prange
 
 from skelcl.augment import noise as noise_mod
-from skelcl.augment.params import (
-    Params,
-    blur_taps,
-    joint_permutation,
-    keep_mask,
-    output_frames,
-    spatial_matrix,
-)
+from skelcl.augment.params import PART_NAMES, Params, output_frames
+from skelcl.data.skeleton import BODY_PARTS, FLIP_PERM, NUM_JOINTS
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -70,20 +66,87 @@ def _noise_fill(seed, count, table, buf):
 
 
 @njit(cache=True)
-def _augment_one(x, L, ws, W, offset, step, n, A, pm, flip, std, seed, table, blur, taps, kp, out):
+def _mul3(P, Q):
+    out = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            for k in range(3):
+                out[i, j] += P[i, k] * Q[k, j]
+    return out
+
+
+@njit(cache=True)
+def _matrix(shear, deg, flip):
+    """float32 (3, 3): A = Rz Ry Rx S F (see params.spatial_matrix)."""
+    a, b, c = np.deg2rad(deg[0]), np.deg2rad(deg[1]), np.deg2rad(deg[2])
+    Rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    Ry = np.array([[np.cos(b), 0.0, np.sin(b)], [0.0, 1.0, 0.0], [-np.sin(b), 0.0, np.cos(b)]])
+    Rz = np.array([[np.cos(c), -np.sin(c), 0.0], [np.sin(c), np.cos(c), 0.0], [0.0, 0.0, 1.0]])
+    A = _mul3(_mul3(_mul3(Rz, Ry), Rx), shear)
+    if flip:
+        for i in range(3):
+            A[i, 0] = -A[i, 0]
+    return A.astype(np.float32)
+
+
+@njit(cache=True)
+def _taps(sigma, size):
+    """float32 (size,): normalized Gaussian taps (see params.blur_taps)."""
+    r = size // 2
+    g = np.empty(size, dtype=np.float64)
+    for i in range(size):
+        k = i - r
+        g[i] = np.exp(-(k * k) / (2.0 * sigma * sigma))
+    return (g / g.sum()).astype(np.float32)
+
+
+@njit(cache=True)
+def _augment_one(
+    x,
+    L,
+    ws,
+    W,
+    offset,
+    step,
+    n,
+    shear,
+    deg,
+    flip,
+    std,
+    seed,
+    sigma,
+    size,
+    axis,
+    joint_keep,
+    part,
+    consts,
+    out,
+):
     """One view of one sample: x (T, E) -> out (T_out, E), E = M * 25 * 3 values per frame.
 
-    pm (E // 3,) is the flat offset of the source joint of every output joint; kp (E,) the keep mask.
     Per output frame: interpolate the two source rows, apply A to every joint (contiguous xyz triples),
     permute joints if flipped, add noise, mask (or, with blur, store for the blur pass).
     """
+    flip_perm, part_table, table = consts
     T_out, E = out.shape
     Q = E // 3
-    K = taps.shape[0]
-    R = K // 2
+    V = flip_perm.shape[0]
+    A = _matrix(shear, deg, flip)
     a00, a01, a02 = A[0, 0], A[0, 1], A[0, 2]
     a10, a11, a12 = A[1, 0], A[1, 1], A[1, 2]
     a20, a21, a22 = A[2, 0], A[2, 1], A[2, 2]
+    pm = np.empty(Q, dtype=np.int64)
+    kp = np.ones(E, dtype=np.float32)
+    for q in range(Q):
+        m, j = q // V, q % V
+        pm[q] = (m * V + (flip_perm[j] if flip else j)) * 3
+        for c in range(3):
+            if c == axis or not joint_keep[j] or (part >= 0 and part_table[part, j]):
+                kp[3 * q + c] = 0.0
+    blur = sigma > 0
+    taps = _taps(sigma, size) if blur else np.ones(1, dtype=np.float32)
+    K = taps.shape[0]
+    R = K // 2
     noisy = std != 0
     nbuf = np.empty(n * E + 4 if noisy else 1, dtype=np.float32)
     if noisy:
@@ -150,28 +213,15 @@ def _augment_one(x, L, ws, W, offset, step, n, A, pm, flip, std, seed, table, bl
 
 
 @njit(cache=True, parallel=True)
-def _views_kernel(
-    x,
-    lengths,
-    win_start,
-    win_len,
-    offset,
-    step,
-    out_len,
-    A,
-    perm,
-    flipped,
-    noise_std,
-    noise_seed,
-    table,
-    has_blur,
-    taps,
-    keep,
-    out,
-):
+def _views_kernel(x, lengths, win_start, win_len, time, spatial, noise, masks, blur_size, consts, out):
     """nv views with the same T_out for the whole batch, parallel over samples (all views of a sample in
-    one task, so its source frames stay in cache). x (B, T, E); per-view arrays (nv, B, ...);
-    out (nv, B, T_out, E)."""
+    one task, so its source frames stay in cache). x (B, T, E); out (nv, B, T_out, E); per-view draws
+    stacked (nv, B, ...): time = (offset, step, out_len), spatial = (shear, rotation_deg, flip),
+    noise = (noise_std, noise_seed, blur_sigma), masks = (axis, joint_keep, part)."""
+    offset, step, out_len = time
+    shear, deg, flip = spatial
+    noise_std, noise_seed, blur_sigma = noise
+    axis, joint_keep, part = masks
     nv = out.shape[0]
     B = x.shape[0]
     for b in prange(B):
@@ -184,15 +234,17 @@ def _views_kernel(
                 offset[v, b],
                 step[v, b],
                 out_len[v, b],
-                A[v, b],
-                perm[v, b],
-                flipped[v, b],
+                shear[v, b],
+                deg[v, b],
+                flip[v, b],
                 noise_std[v, b],
                 noise_seed[v, b],
-                table,
-                has_blur[v, b],
-                taps[v, b],
-                keep[v, b],
+                blur_sigma[v, b],
+                blur_size[v],
+                axis[v, b],
+                joint_keep[v, b],
+                part[v, b],
+                consts,
                 out[v, b],
             )
 
@@ -235,22 +287,12 @@ def nonfinite_frames(batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return bad
 
 
-def _flat_perm(vp, M: int) -> np.ndarray:
-    """int64 (B, M * 25): flat offset (m * 25 + perm[j]) * 3 of the source joint of output joint (m, j)."""
-    perm = joint_permutation(vp)
-    V = perm.shape[1]
-    return ((np.arange(M)[None, :, None] * V + perm[:, None, :]) * 3).reshape(len(perm), -1)
-
-
-def _stacked_taps(vps) -> np.ndarray:
-    """float32 (nv, B, K): every view's blur taps, zero-padded (centred) to the longest window."""
-    taps = [blur_taps(vp) for vp in vps]
-    K = max(t.shape[1] for t in taps)
-    out = np.zeros((len(taps), taps[0].shape[0], K), dtype=np.float32)
-    for i, t in enumerate(taps):
-        lo = (K - t.shape[1]) // 2
-        out[i, :, lo : lo + t.shape[1]] = t
-    return out
+def _consts():
+    """(FLIP_PERM, part membership (parts, 25) bool, noise table) for the kernel."""
+    table = np.zeros((len(PART_NAMES), NUM_JOINTS), dtype=np.bool_)
+    for i, name in enumerate(PART_NAMES):
+        table[i, list(BODY_PARTS[name])] = True
+    return np.asarray(FLIP_PERM, dtype=np.int64), table, noise_mod.normal_table()
 
 
 def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params, chunksize: int = 2) -> list:
@@ -259,8 +301,8 @@ def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params, chunksiz
     Views with the same T_out run in one parallel pass; samples are handed to the threads in chunks of
     `chunksize` (dynamic scheduling keeps both cores busy when another process shares one).
     """
-    table = noise_mod.normal_table()
-    B, T, M = batch.shape[:3]
+    consts = _consts()
+    B, T = batch.shape[:2]
     flat = batch.reshape(B, T, -1)
     groups = {}
     for v in range(len(params.views)):
@@ -268,6 +310,10 @@ def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params, chunksiz
     views = [None] * len(params.views)
     for T_out, idx in groups.items():
         vps = [params.views[v] for v in idx]
+
+        def stack(name, vps=vps):
+            return np.stack([getattr(vp, name) for vp in vps])
+
         out = np.empty((len(idx), B, T_out) + batch.shape[2:], dtype=np.float32)
         with parallel_chunksize(chunksize):
             _views_kernel(
@@ -275,18 +321,12 @@ def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params, chunksiz
                 lengths,
                 params.window_start,
                 params.window_len,
-                np.stack([vp.offset for vp in vps]),
-                np.stack([vp.step for vp in vps]),
-                np.stack([vp.out_len for vp in vps]),
-                np.stack([spatial_matrix(vp) for vp in vps]).astype(np.float32),
-                np.stack([_flat_perm(vp, M) for vp in vps]),
-                np.stack([vp.flip for vp in vps]),
-                np.stack([vp.noise_std for vp in vps]),
-                np.stack([vp.noise_seed for vp in vps]),
-                table,
-                np.stack([vp.blur_sigma > 0 for vp in vps]),
-                _stacked_taps(vps),
-                np.stack([np.tile(keep_mask(vp).reshape(B, -1), (1, M)) for vp in vps]),
+                (stack("offset"), stack("step"), stack("out_len")),
+                (stack("shear"), stack("rotation_deg"), stack("flip")),
+                (stack("noise_std"), stack("noise_seed"), stack("blur_sigma")),
+                (stack("axis"), stack("joint_keep"), stack("part")),
+                np.array([vp.blur_size for vp in vps], dtype=np.int64),
+                consts,
                 out.reshape(len(idx), B, T_out, -1),
             )
         for k, v in enumerate(idx):
