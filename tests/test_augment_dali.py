@@ -60,3 +60,11 @@ def test_dali_through_apply_is_deterministic():
     b = aug.apply(x, lengths, params, backend="dali")
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
+
+
+def test_dali_pipeline_serves_a_smaller_batch():
+    x, lengths = make_batch(B=6, T=320, seed=25, min_len=40)
+    params = aug.sample("skeletonclr", lengths, np.random.default_rng(2))
+    check_close(*run_both(x, lengths, params))
+    small = aug.sample("skeletonclr", lengths[:3], np.random.default_rng(3))
+    check_close(*run_both(x[:3], lengths[:3], small))

@@ -120,20 +120,28 @@ def _build(structure: tuple, num_bodies: int, batch_size: int, device_id, num_th
 
 
 def _get_pipeline(params: Params, num_bodies: int, batch_size: int, device_id, num_threads: int):
-    key = (_structure(params), num_bodies, batch_size, device_id, num_threads)
-    if key not in _PIPELINES:
-        _PIPELINES[key] = _build(*key)
-    return _PIPELINES[key]
+    """A built pipeline for this structure; one built for a larger batch also serves smaller batches."""
+    key = (_structure(params), num_bodies, device_id, num_threads)
+    built = _PIPELINES.get(key)
+    if built is None or built[1] < batch_size:
+        pipe = _build(key[0], num_bodies, batch_size, device_id, num_threads)
+        _PIPELINES[key] = built = (pipe, batch_size)
+    return built[0]
+
+
+def _samples(arr: np.ndarray, n: np.ndarray):
+    """Per-sample first n[b] rows of arr (B, N, ...): the whole array when every n[b] == N (fast path)."""
+    if np.all(n == arr.shape[1]):
+        return np.ascontiguousarray(arr)
+    return [np.ascontiguousarray(arr[b, : n[b]]) for b in range(len(n))]
 
 
 def _noise(vp, n_out: np.ndarray, E: int) -> list:
     from skelcl.augment.numba_backend import noise_values
 
-    count = int(n_out.max()) * E
-    vals = noise_values(vp.noise_seed, count)
-    return [
-        (vals[b, : n_out[b] * E] * vp.noise_std[b]).reshape(n_out[b], -1, 25, 3) for b in range(len(n_out))
-    ]
+    T_out = int(n_out.max())
+    vals = noise_values(vp.noise_seed, T_out * E) * vp.noise_std[:, None]
+    return _samples(vals.reshape(len(n_out), T_out, -1, 25, 3), n_out)
 
 
 def apply_dali(
@@ -149,36 +157,36 @@ def apply_dali(
     E = M * 25 * 3
     pipe = _get_pipeline(params, M, B, device_id, num_threads)
     structure = _structure(params)
-    pipe.feed_input("x", [batch[b, : lengths[b]] for b in range(B)])
+    pipe.feed_input("x", _samples(batch, lengths))
     shapes = []
     for v, vp in enumerate(params.views):
         flip, noise, blur_size, mask = structure[v]
         i0, i1, w, valid = time_table(params, v, T)
         n = vp.out_len
         shapes.append(output_frames(params, v, T))
-        pipe.feed_input(f"i0_{v}", [i0[b, : n[b]].astype(np.int32) for b in range(B)])
-        pipe.feed_input(f"i1_{v}", [i1[b, : n[b]].astype(np.int32) for b in range(B)])
-        pipe.feed_input(f"w_{v}", [w[b, : n[b], None, None, None] for b in range(B)])
-        A = spatial_matrix(vp).astype(np.float32)
-        pipe.feed_input(f"A_{v}", [A[b] for b in range(B)])
+        pipe.feed_input(f"i0_{v}", _samples(i0.astype(np.int32), n))
+        pipe.feed_input(f"i1_{v}", _samples(i1.astype(np.int32), n))
+        pipe.feed_input(f"w_{v}", _samples(w[:, :, None, None, None], n))
+        pipe.feed_input(f"A_{v}", spatial_matrix(vp).astype(np.float32))
         if flip:
-            perm = joint_permutation(vp).astype(np.int32)
-            pipe.feed_input(f"perm_{v}", [perm[b] for b in range(B)])
+            pipe.feed_input(f"perm_{v}", joint_permutation(vp).astype(np.int32))
         if noise:
             pipe.feed_input(f"noise_{v}", _noise(vp, n, E))
         if blur_size:
             # sigma 0 (no blur) becomes a tiny sigma: the window collapses to a unit impulse.
             sig = np.where(vp.blur_sigma > 0, vp.blur_sigma, 1e-3).astype(np.float32)
-            pipe.feed_input(f"sigma_{v}", [np.array([sig[b], 1.0], dtype=np.float32) for b in range(B)])
+            pipe.feed_input(f"sigma_{v}", np.stack([sig, np.ones_like(sig)], axis=1))
         if mask:
-            keep = keep_mask(vp)
-            pipe.feed_input(f"keep_{v}", [keep[b] for b in range(B)])
+            pipe.feed_input(f"keep_{v}", keep_mask(vp))
     outs = pipe.run()
     views = []
     for v, vp in enumerate(params.views):
         tl = outs[v]
         if device_id is not None:
             tl = tl.as_cpu()
+        if np.all(vp.out_len == shapes[v]):
+            views.append(np.asarray(tl.as_array(), dtype=np.float32))
+            continue
         out = np.zeros((B, shapes[v], M, 25, 3), dtype=np.float32)
         for b in range(B):
             out[b, : vp.out_len[b]] = np.asarray(tl[b])
