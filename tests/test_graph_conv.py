@@ -10,9 +10,8 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before triton / skelcl.kernels are imported
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-
 import skelcl.kernels.graph_conv_kernel as gck  # noqa: E402
+import torch  # noqa: E402
 from skelcl.kernels import (  # noqa: E402
     fold_batchnorm,
     graph_conv,
