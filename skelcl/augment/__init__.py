@@ -32,8 +32,9 @@ blur -> axis mask -> joint mask / part mask.
     off-diagonals U(-r, r).  rotate: x -> Rz Ry Rx x (main axis +-30 deg, the others +-1 deg).
   noise: + std * n on every coordinate of the valid output frames (an absent, all-zero second body
     included, as in AimCLR), n from a counter-based hash of a per-sample seed (skelcl.augment.noise),
-    identical in every backend.  blur: normalized Gaussian taps along time over the valid frames, mirrored at the ends
-    without repeating the edge frame (numpy 'reflect').  axis / joint / part mask: those coordinates -> 0.
+    identical in every backend.
+  blur: normalized Gaussian taps along time over the valid frames, mirrored at the ends without
+    repeating the edge frame (numpy 'reflect').  axis / joint / part mask: those coordinates -> 0.
   Every op has a probability p; a sample that does not get it sees the identity (still drawn, so the
   draws do not depend on earlier coin flips).
 
