@@ -260,45 +260,78 @@ def _block_d(d):
     return max(16, triton.next_power_of_2(d))
 
 
-def fwd_config(d, dtype, device):
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per (dot mode, padded d, groups). Picked on sm_90 from the
+# compiler's output without a GPU (register count, no local-memory spills, HGMMA tiles; see
+# scripts/gpu_bench_infonce.py for the timed sweep): 16-bit inputs, float32 as tf32, float32 as
+# 3xtf32 (torch's "highest" matmul precision). The groups variants hold one more mask tile.
+_FWD_TILES = {
+    ("16bit", 64, False): (128, 128, 8, 3),
+    ("16bit", 128, False): (128, 128, 8, 3),
+    ("16bit", 128, True): (128, 64, 8, 3),
+    ("16bit", 256, False): (64, 64, 4, 2),
+    ("tf32", 64, False): (128, 64, 8, 3),
+    ("tf32", 128, False): (128, 64, 8, 2),
+    ("tf32", 256, False): (64, 16, 4, 2),
+    ("tf32x3", 64, False): (128, 32, 8, 2),
+    ("tf32x3", 128, False): (128, 32, 8, 2),
+    ("tf32x3", 256, False): (64, 16, 4, 1),  # spills heavily whatever the tiles (hi/lo operand copies)
+}
+_DK_TILES = {  # BLOCK_N keys held per program, BLOCK_M queries per step
+    ("16bit", 64, False): (64, 128, 8, 3),
+    ("16bit", 128, False): (64, 128, 8, 3),
+    ("16bit", 128, True): (32, 128, 8, 3),
+    ("16bit", 256, False): (32, 64, 4, 2),
+    ("tf32", 64, False): (64, 64, 4, 2),
+    ("tf32", 128, False): (64, 64, 4, 2),
+    ("tf32", 256, False): (16, 64, 8, 2),
+    ("tf32", 256, True): (16, 32, 8, 2),
+    ("tf32x3", 64, False): (16, 64, 4, 2),
+    ("tf32x3", 128, False): (16, 64, 4, 2),
+    ("tf32x3", 256, False): (16, 64, 4, 1),
+}
+_TILE_NAMES = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
+SWEEP_FWD = {  # candidates timed by scripts/gpu_bench_infonce.py (d = 128); the first is the default
+    "bf16": [
+        (128, 128, 8, 3),
+        (128, 128, 8, 2),
+        (128, 64, 8, 3),
+        (128, 64, 8, 4),
+        (64, 128, 4, 3),
+        (64, 64, 4, 4),
+    ],
+    "fp32": [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3)],
+}
+SWEEP_DK = {
+    "bf16": [
+        (64, 128, 8, 3),
+        (64, 128, 8, 2),
+        (64, 128, 8, 4),
+        (32, 128, 8, 3),
+        (64, 64, 4, 3),
+        (32, 64, 4, 4),
+    ],
+    "fp32": [(64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
+}
+
+
+def _tiles(table, prefix, d, dtype, device, groups):
+    if device.type != "cuda":
+        cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
+    else:
+        mode = "16bit" if dtype != torch.float32 else _precision(dtype, device)
+        bd = min(max(_block_d(d), 64), 256)
+        cfg = dict(zip(_TILE_NAMES, table.get((mode, bd, groups)) or table[(mode, bd, False)]))
+    return {**cfg, **{k[len(prefix) :]: v for k, v in OVERRIDE.items() if k.startswith(prefix)}}
+
+
+def fwd_config(d, dtype, device, groups=False):
     """Tiles of the forward kernel: dict(BLOCK_M, BLOCK_N, num_warps, num_stages)."""
-    bd = _block_d(d)
-    if device.type != "cuda":
-        cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    elif dtype == torch.float32:
-        if bd <= 64:
-            cfg = dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
-        elif bd == 128:
-            cfg = dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)
-        else:
-            cfg = dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
-    else:
-        if bd <= 64:
-            cfg = dict(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=3)
-        elif bd == 128:
-            cfg = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3)
-        else:
-            cfg = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
-    return {**cfg, **{k[4:]: v for k, v in OVERRIDE.items() if k.startswith("fwd_")}}
+    return _tiles(_FWD_TILES, "fwd_", d, dtype, device, groups)
 
 
-def dk_config(d, dtype, device):
+def dk_config(d, dtype, device, groups=False):
     """Tiles of the dk kernel: BLOCK_N keys held per program, BLOCK_M queries per loop step."""
-    bd = _block_d(d)
-    if device.type != "cuda":
-        cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    elif dtype == torch.float32:
-        cfg = (
-            dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
-            if bd <= 128
-            else dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)
-        )
-    else:
-        if bd <= 128:
-            cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=3)
-        else:
-            cfg = dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)
-    return {**cfg, **{k[3:]: v for k, v in OVERRIDE.items() if k.startswith("dk_")}}
+    return _tiles(_DK_TILES, "dk_", d, dtype, device, groups)
 
 
 def _num_sms(device):
@@ -328,9 +361,12 @@ def _upcast(q):
     return q.device.type != "cuda" and q.dtype == torch.bfloat16
 
 
-def _precision(dtype):
+def _precision(dtype, device):
+    """Dot input precision: float32 follows torch.get_float32_matmul_precision(): "highest" gives
+    3xtf32 on the GPU (near-float32 accuracy on the tensor cores; plain "ieee" dots have no tensor-core
+    path and spill) and exact dots in the interpreter; otherwise tf32. 16-bit inputs ignore it."""
     if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "ieee"
+        return "tf32x3" if device.type == "cuda" else "ieee"
     return "tf32"
 
 
@@ -344,7 +380,7 @@ def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
     m, d = q.shape
     n = k.shape[0]
     nq = 0 if queue is None else queue.shape[0]
-    cfg = fwd_config(d, q.dtype, q.device)
+    cfg = fwd_config(d, q.dtype, q.device, q_group is not None)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     key_tiles = triton.cdiv(n, bn) + triton.cdiv(nq, bn)
     query_blocks = triton.cdiv(m, bm)
@@ -362,7 +398,7 @@ def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
         lse, e, m, n, nq, d, per_split, LOG2E / temperature,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=_block_d(d), EVEN_D=_block_d(d) == d,
         GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
-        NEED_E=need_e, HAS_QUEUE=nq > 0, PREC=_precision(q.dtype), UPCAST=_upcast(q),
+        NEED_E=need_e, HAS_QUEUE=nq > 0, PREC=_precision(q.dtype, q.device), UPCAST=_upcast(q),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     if splits == 1:
@@ -377,7 +413,7 @@ def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
 def _dk(q, k, lse, g, pos, q_group, k_group, temperature):
     m, d = q.shape
     n = k.shape[0]
-    cfg = dk_config(d, q.dtype, q.device)
+    cfg = dk_config(d, q.dtype, q.device, q_group is not None)
     g = g.float().contiguous()
     gmax = g.abs().amax().clamp_min(1e-30).reshape(1)  # keeps g / gmax in range for float16 tiles
     dk = _empty(k.shape, dtype=k.dtype, device=k.device)
@@ -387,7 +423,8 @@ def _dk(q, k, lse, g, pos, q_group, k_group, temperature):
         m, n, d, LOG2E / temperature, 1.0 / temperature,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=_block_d(d),
         GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
-        PREC=_precision(q.dtype), UPCAST=_upcast(q), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        PREC=_precision(q.dtype, q.device), UPCAST=_upcast(q),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     return dk
 

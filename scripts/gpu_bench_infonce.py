@@ -571,28 +571,6 @@ def section_timings():
     torch.set_float32_matmul_precision("high")
 
 
-FWD_CFGS = {  # (BLOCK_M, BLOCK_N, num_warps, num_stages)
-    "bf16": [
-        (128, 64, 4, 3),
-        (128, 64, 8, 3),
-        (128, 128, 8, 3),
-        (128, 128, 8, 2),
-        (128, 128, 4, 3),
-        (64, 64, 4, 4),
-    ],
-    "fp32": [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 4, 2)],
-}
-DK_CFGS = {
-    "bf16": [
-        (64, 128, 8, 3),
-        (64, 128, 8, 2),
-        (32, 128, 4, 3),
-        (64, 64, 4, 3),
-        (128, 128, 8, 2),
-        (32, 64, 4, 4),
-    ],
-    "fp32": [(64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 4, 2)],
-}
 SMALL_CFGS = [(16, 16, 1, 1), (32, 16, 1, 1)]
 
 
@@ -618,7 +596,7 @@ def sweep_tiles(tag):
         "fwd": lambda: it._fwd(q, k, None, None, None, None, TAU, True),
         "dk": lambda: it._dk(q, k, lse, g, None, None, None, TAU),
     }
-    for kind, cfgs in (("fwd", FWD_CFGS[tag]), ("dk", DK_CFGS[tag])):
+    for kind, cfgs in (("fwd", it.SWEEP_FWD[tag]), ("dk", it.SWEEP_DK[tag])):
         for cfg in SMALL_CFGS if ARGS.small else cfgs:
             if time_left() < 45:
                 emit(what="sweep", kind=kind, dtype=tag, error="skipped: time budget")
