@@ -404,3 +404,21 @@ def test_builtin_recipes_describe_the_paper_views():
     )
     ft = aug.load_recipe("finetune")
     assert ft.window is None and len(ft.views) == 1
+
+
+def test_output_buffers_are_reused_only_when_unreferenced():
+    x, lengths = make_batch(B=4, T=320, seed=13)
+    p1 = aug.sample("aimclr", lengths, np.random.default_rng(1))
+    p2 = aug.sample("aimclr", lengths, np.random.default_rng(2))
+    first = aug.apply(x, lengths, p1)
+    kept = [v.copy() for v in first]
+    second = aug.apply(x, lengths, p2)
+    for a, b, k in zip(first, second, kept):
+        assert not np.shares_memory(a, b)
+        np.testing.assert_array_equal(a, k)  # the first result was not overwritten
+    addr = first[0].__array_interface__["data"][0]
+    del first, a, b
+    third = aug.apply(x, lengths, p1)  # the first call's buffer is free again: reused, same values
+    assert third[0].__array_interface__["data"][0] == addr
+    for t, k in zip(third, kept):
+        np.testing.assert_array_equal(t, k)
