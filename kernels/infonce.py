@@ -262,8 +262,9 @@ def info_nce_triton(
 def info_nce(
     q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
 ):
-    """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere."""
-    fn = info_nce_triton if q.is_cuda else info_nce_reference
+    """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere (and for float64)."""
+    fast = q.is_cuda and all(t is None or t.dtype in _TRITON_DTYPES for t in (q, k, queue))
+    fn = info_nce_triton if fast else info_nce_reference
     return fn(
         q,
         k,
