@@ -55,9 +55,27 @@ def set_dotted(cfg: dict, key: str, value, where: str = "override") -> None:
         if i == len(parts) - 1:
             if isinstance(node[part], dict) and not isinstance(value, dict):
                 raise SkelclError(f"{where} {key!r}: {key} is a section; set one of its keys")
-            node[part] = value
+            node[part] = _coerce(node[part], value, where, key)
         else:
             node = node[part]
+
+
+def _coerce(old, value, where, key):
+    """Keep the type of booleans and numbers (YAML reads "1e-3" as a string: such strings are parsed)."""
+    if isinstance(old, bool):
+        if not isinstance(value, bool):
+            raise SkelclError(f"{where} {key!r}: expected true or false, got {value!r}")
+    elif isinstance(old, (int, float)):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise SkelclError(f"{where} {key!r}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SkelclError(f"{where} {key!r}: expected a number, got {value!r}")
+        if isinstance(old, int) and isinstance(value, float) and value.is_integer():
+            value = int(value)
+    return value
 
 
 def apply_overrides(cfg: dict, overrides) -> dict:

@@ -18,10 +18,12 @@ from skelcl.train.distributed import shard, world_info
 
 
 class SequenceStore:
-    """Normalized joints and labels of the sequences of one cache view (positions 0..len-1)."""
+    """Normalized joints and labels of the sequences of one cache view (positions 0..len-1); batches hold
+    the first `bodies` body slots (default: all of the cache's)."""
 
-    def __init__(self, cache):
+    def __init__(self, cache, bodies: int | None = None):
         self.cache = cache
+        self.bodies = cache.max_bodies if bodies is None else max(1, min(int(bodies), cache.max_bodies))
         self._joints: dict[int, np.ndarray] = {}
         self._labels: dict[int, np.ndarray] = {}
 
@@ -51,7 +53,7 @@ class SequenceStore:
             js.append(j)
             ls.append(lab)
         lengths = np.array([len(j) for j in js], dtype=np.int64)
-        M = self.cache.max_bodies
+        M = self.bodies
         out = np.zeros((len(js), int(lengths.max()), M, 25, 3), dtype=np.float32)
         labels = np.full((len(js), int(lengths.max())), -1, dtype=np.int64)
         for b, (j, lab) in enumerate(zip(js, ls)):

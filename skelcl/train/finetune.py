@@ -109,11 +109,11 @@ def run_finetune(
     torch.manual_seed(seed)
     run = RunDir(out, cfg, resume=resume, quiet=quiet)
     train_cache = open_split(cfg["data"], "train_part")
-    test_store = SequenceStore(open_split(cfg["data"], "test_part"))
+    test_store = SequenceStore(open_split(cfg["data"], "test_part"), cfg["data"]["bodies"])
     if train_cache.classes != test_store.cache.classes:
         raise SkelclError("train and test parts have different class lists")
     labeled = label_subset(len(train_cache), float(f["label_fraction"]), seed)
-    store = SequenceStore(train_cache.subset(labeled))
+    store = SequenceStore(train_cache.subset(labeled), cfg["data"]["bodies"])
     num_outputs = train_cache.num_classes
     model, bcfg = build_localizer(cfg, num_outputs)
     model.to(device)
@@ -177,7 +177,8 @@ def run_finetune(
         if is_main() and ((epoch + 1) % int(t["ckpt_every"]) == 0 or last):
             checkpoint.save(run.checkpoint, {
                 "kind": "localizer", "config": cfg, "backbone": bcfg, "head": f["head"],
-                "num_outputs": num_outputs, "classes": train_cache.classes, "epoch": epoch + 1,
+                "num_outputs": num_outputs, "classes": train_cache.classes, "bodies": test_store.bodies,
+                "epoch": epoch + 1,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
             })  # fmt: skip

@@ -1,0 +1,154 @@
+"""`skelcl pretrain | finetune | predict | demo | experiment`.
+
+Config keys are set with trailing KEY=VALUE arguments (dotted, e.g. train.epochs=3 model.width=0.5);
+--resume RUN continues the run in RUN from its last checkpoint with the config saved there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skelcl.errors import SkelclError
+
+
+def _add_common(p, default_config: str, needs_data: bool = True):
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
+    p.add_argument(
+        "--config", default=default_config, help=f"config name or YAML path (default {default_config})"
+    )
+    if needs_data:
+        p.add_argument("--data", help="cache directory (sets data.path)")
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN (uses RUN/config.yaml)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="contrastive pretraining (SkeletonCLR / AimCLR-style + snippets)"
+    )
+    _add_common(p, "pretrain_skeletonclr")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = subparsers.add_parser(
+        "finetune", help="train the localization model (fine-tune, linear, semi, scratch)"
+    )
+    _add_common(p, "finetune")
+    p.add_argument("--pretrained", help="pretraining run directory or checkpoint (sets finetune.pretrained)")
+    p.set_defaults(func=cmd_finetune)
+
+    p = subparsers.add_parser("predict", help="write per-video segment files from a fine-tuned model")
+    p.add_argument("--ckpt", required=True, help="`skelcl finetune` run directory or its last.pt")
+    p.add_argument("--data", required=True, help="cache directory")
+    p.add_argument("--out", required=True, help="folder for NAME.txt segment files (label,start,end,score)")
+    p.add_argument("--split", default=None, help="split scheme (default: every sequence)")
+    p.add_argument("--part", default="test", help="split part (default test)")
+    p.add_argument("--proposals", default="sweep", choices=["sweep", "argmax"])
+    p.add_argument("--label-base", type=int, default=1, help="label written for class 0 (default 1)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser(
+        "demo", help="pretrain + fine-tune with 20%% labels vs random init on synthetic data"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
+    p.add_argument("--out", required=True, help="output directory (metrics.json, report.md, plots)")
+    p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
+    p.add_argument("--config", default="demo")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = subparsers.add_parser("experiment", help="the method table: base x snippet x protocol, several seeds")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="experiment config overrides")
+    p.add_argument("--out", required=True, help="output directory (table.md, results.json, runs/)")
+    p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
+    p.add_argument("--config", default="experiment")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_experiment)
+
+
+def _resolve(args, extra=()):
+    from skelcl.train import config
+
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise SkelclError("--resume RUN continues RUN; do not give another --out")
+        cfg_file = Path(args.resume) / "config.yaml"
+        if not cfg_file.is_file():
+            raise SkelclError(f"--resume {args.resume}: no config.yaml there (not a run directory)")
+        if args.overrides or extra:
+            raise SkelclError("--resume uses the run's saved config; overrides are not allowed")
+        return config.load_config(cfg_file), Path(args.resume)
+    if not args.out:
+        raise SkelclError("give --out RUN_DIR (or --resume RUN_DIR)")
+    cfg = config.resolve(args.config, list(extra) + list(args.overrides))
+    if getattr(args, "data", None):
+        cfg = config.apply_overrides(cfg, [f"data.path={args.data}"])
+    return cfg, Path(args.out)
+
+
+def cmd_pretrain(args) -> int:
+    from skelcl.train.pretrain import run_pretrain
+
+    cfg, out = _resolve(args)
+    run_pretrain(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    print(f"pretraining run written to {out}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from skelcl.train.finetune import run_finetune
+
+    extra = [f"finetune.pretrained={args.pretrained}"] if args.pretrained else []
+    cfg, out = _resolve(args, extra)
+    m = run_finetune(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    if m.get("final"):
+        f = m["final"]
+        print(f"test avg mAP@0.1:0.5 {f['avg_mAP_0.1:0.5']:.4f}  mAP@0.5 {f['mAP@0.5']:.4f}  -> {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from skelcl.data import open_cache
+    from skelcl.eval import proposals_from_scores
+    from skelcl.eval.io import write_segments_dir
+    from skelcl.train.data import SequenceStore
+    from skelcl.train.distributed import setup
+    from skelcl.train.finetune import load_localizer, predict_probs
+
+    device = setup(args.device)
+    model, st = load_localizer(args.ckpt, device)
+    cache = open_cache(args.data)
+    if cache.classes != st["classes"]:
+        raise SkelclError(f"{args.data}: its classes differ from those the model was trained on")
+    if args.split:
+        cache = cache.subset(cache.split(args.split, args.part))
+    store = SequenceStore(cache, st.get("bodies"))
+    probs = predict_probs(model, store, device)
+    segs = {str(n): proposals_from_scores(p, method=args.proposals) for n, p in zip(cache.names, probs)}
+    write_segments_dir(args.out, segs, label_base=args.label_base)
+    print(f"wrote segments of {len(segs)} sequences to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from skelcl.train.demo import run_demo
+
+    m = run_demo(
+        args.out, data=args.data, config_name=args.config, overrides=args.overrides, quiet=args.quiet
+    )
+    print(f"pretrained: avg mAP@0.1:0.5 {m['pretrained']['avg_mAP_0.1:0.5']:.4f}   "
+          f"scratch: {m['scratch']['avg_mAP_0.1:0.5']:.4f}   ({m['seconds']:.0f} s) -> {args.out}")  # fmt: skip
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from skelcl.train.experiment import run_experiment
+
+    table = run_experiment(args.out, data=args.data, config_name=args.config, overrides=args.overrides,
+                           quiet=args.quiet)  # fmt: skip
+    print(table)
+    return 0
+
+
+__all__ = ["register"]
