@@ -19,8 +19,8 @@ def test_builtin_configs_load():
 def test_overrides_parse_yaml_values():
     cfg = config.resolve(
         "pretrain_skeletonclr",
-        ["train.epochs=3", "model.strides=[5, 8]", "pretrain.snippet=false", "data.path=/x y", "train.lr=1e-3",
-         "data.split=null"],
+        ["train.epochs=3", "model.strides=[5, 8]", "pretrain.snippet=false", "data.path=/x y",
+         "train.lr=1e-3", "data.split=null"],
     )  # fmt: skip
     assert cfg["train"]["epochs"] == 3
     assert cfg["model"]["strides"] == [5, 8]

@@ -101,7 +101,7 @@ def _chance_map(store, seed=0):
 
 
 def test_training_learns(small, tmp_path):
-    """Pretraining loss falls; a localizer trained from the pretrained encoder beats chance on held-out data."""
+    """Pretraining loss falls; a localizer on the pretrained encoder beats chance on held-out data."""
     pre = run_pretrain(_pre_cfg(small, "train.epochs=4", "train.batch_size=8", "pretrain.queue_size=0",
                                 "pretrain.snippet_queue_size=0"), tmp_path / "pre", quiet=True)  # fmt: skip
     h = pre["history"]

@@ -25,14 +25,12 @@ def _add_common(p, default_config: str, needs_data: bool = True):
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "pretrain", help="contrastive pretraining (SkeletonCLR / AimCLR-style + snippets)"
+        "pretrain", help="contrastive pretraining (SkeletonCLR/AimCLR-style + snippets)"
     )
     _add_common(p, "pretrain_skeletonclr")
     p.set_defaults(func=cmd_pretrain)
 
-    p = subparsers.add_parser(
-        "finetune", help="train the localization model (fine-tune, linear, semi, scratch)"
-    )
+    p = subparsers.add_parser("finetune", help="train the localizer (fine-tune, linear, semi, scratch)")
     _add_common(p, "finetune")
     p.add_argument("--pretrained", help="pretraining run directory or checkpoint (sets finetune.pretrained)")
     p.set_defaults(func=cmd_finetune)
@@ -48,9 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
-    p = subparsers.add_parser(
-        "demo", help="pretrain + fine-tune with 20%% labels vs random init on synthetic data"
-    )
+    p = subparsers.add_parser("demo", help="pretrain + 20%% labels vs random init, synthetic data")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
     p.add_argument("--out", required=True, help="output directory (metrics.json, report.md, plots)")
     p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
@@ -137,8 +133,8 @@ def cmd_demo(args) -> int:
     m = run_demo(
         args.out, data=args.data, config_name=args.config, overrides=args.overrides, quiet=args.quiet
     )
-    print(f"pretrained: avg mAP@0.1:0.5 {m['pretrained']['avg_mAP_0.1:0.5']:.4f}   "
-          f"scratch: {m['scratch']['avg_mAP_0.1:0.5']:.4f}   ({m['seconds']:.0f} s) -> {args.out}")  # fmt: skip
+    pre, scr = m["pretrained"]["avg_mAP_0.1:0.5"], m["scratch"]["avg_mAP_0.1:0.5"]
+    print(f"avg mAP@0.1:0.5 pretrained {pre:.4f}, scratch {scr:.4f} ({m['seconds']:.0f} s) -> {args.out}")
     return 0
 
 

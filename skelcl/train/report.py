@@ -84,8 +84,8 @@ def write_demo_report(out, metrics: dict, settings: str, plots) -> Path:
         "# skelcl demo",
         "",
         "Snippet contrastive pretraining on the built-in synthetic skeleton data, then localization training "
-        f"with {100 * metrics['label_fraction']:.0f} % of the training sequences labeled, compared with the same "
-        "model trained from random initialization. Figures are percentages on the test part "
+        f"with {100 * metrics['label_fraction']:.0f} % of the training sequences labeled, compared with the "
+        "same model trained from random initialization. Figures are percentages on the test part "
         "(detection mAP at temporal IoU thresholds, BABEL protocol; frame-wise metrics).",
         "",
         metrics_table({"pretrained": p, "scratch (random init)": s}),
