@@ -62,7 +62,7 @@ def parse_args():
         "--site", default="/tmp/infonce_peers", help="scratch folder the wheels are installed into"
     )
     p.add_argument(
-        "--budget-s", type=float, default=480.0, help="skip remaining sections after this many seconds"
+        "--budget-s", type=float, default=450.0, help="skip remaining sections after this many seconds"
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the tile-configuration sweep")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
@@ -329,37 +329,46 @@ def check_case(name, case, tau, tol, gtol, splits=None):
         it.OVERRIDE.clear()
 
 
-def section_correctness():
-    cases = [  # name, (seed, M, N, Q, d, positives, groups), tau, splits
-        ("inbatch_ragged", (1, 200, 203, 0, 128, 0, False), 0.07, None),
-        ("queue_ragged_d40", (2, 137, 145, 1000, 40, 0, False), 0.1, None),
-        ("positives_groups", (3, 150, 161, 333, 64, 3, True), 0.5, None),
-        ("split_keys", (4, 100, 120, 3000, 128, 0, False), 0.05, 7),
-        ("d_256", (5, 130, 140, 70, 256, 2, True), 0.2, None),
-        ("d_7", (6, 64, 65, 31, 7, 1, False), 0.3, 3),
+CASES = [  # name, (seed, M, N, Q, d, positives, groups), tau, splits
+    ("inbatch_ragged", (1, 200, 203, 0, 128, 0, False), 0.07, None),
+    ("queue_split_d128", (4, 100, 120, 3000, 128, 0, False), 0.05, 7),
+    ("positives_groups_d128", (3, 150, 161, 333, 128, 3, True), 0.5, None),
+    ("queue_ragged_d40", (2, 137, 145, 1000, 40, 0, False), 0.1, None),
+    ("d_256", (5, 130, 140, 70, 256, 2, True), 0.2, None),
+    ("d_7", (6, 64, 65, 31, 7, 1, False), 0.3, 3),
+]
+
+
+def cases():
+    if not ARGS.small:
+        return CASES
+    shrink = [None, 40, 45, 50, 64, None, None]  # caps on (seed, M, N, Q, d, positives, groups)
+    return [
+        (n, tuple(v if c is None else min(v, c) for v, c in zip(spec, shrink)), t, sp)
+        for n, spec, t, sp in CASES
     ]
-    if ARGS.small:
-        shrink = [None, 40, 45, 50, 64, None, None]  # caps on (seed, M, N, Q, d, positives, groups)
-        cases = [
-            (n, tuple(v if c is None else min(v, c) for v, c in zip(spec, shrink)), t, sp)
-            for n, spec, t, sp in cases
-        ]
-    # Each case compiles its own kernel variants (a few seconds each on the GPU): keep the list short.
-    for prec, subset in (("highest", cases), ("high", cases[:3])):
-        torch.set_float32_matmul_precision(prec)
-        tol = 1e-5 if prec == "highest" or ARGS.small else 3e-3
-        for name, spec, tau, splits in subset:
-            check_case(f"{name}_fp32_{prec}", make_case(*spec), tau, tol, tol * 3, splits)
-    torch.set_float32_matmul_precision("highest")
-    for dt, tag, subset in ((torch.bfloat16, "bf16", cases[:4]), (torch.float16, "fp16", cases[1:3])):
-        for name, spec, tau, splits in subset:
-            check_case(f"{name}_{tag}", make_case(*spec, scale=3.0, dtype=dt), tau, 5e-3, 2e-2, splits)
-    # Extreme logits, |s| up to ~1e4. A float32 logit near 1e4 carries ~1e-3 absolute error, and the
-    # gradients of near-one-hot rows are differences of such numbers: looser gradient bounds.
-    extreme = make_case(7, 120, 130, 200, 32, 2, True, scale=60.0)
-    check_case("extreme_logits_fp32", extreme, 0.05, 1e-5, 5e-3, 3)
-    extreme = make_case(8, 120, 130, 200, 32, 0, False, scale=60.0, dtype=torch.bfloat16)
-    check_case("extreme_logits_bf16", extreme, 0.05, 5e-3, 3e-2)
+
+
+def check_all(subset, dtype, f32_precision="high"):
+    torch.set_float32_matmul_precision(f32_precision)
+    if dtype == torch.float32:
+        tag = "fp32_tf32" if f32_precision == "high" else "fp32_3xtf32"
+        tol = 1e-5 if ARGS.small else (3e-3 if f32_precision == "high" else 1e-5)
+        gtol, scale = 3 * tol, 1.0
+    else:
+        tag, tol, gtol, scale = str(dtype).replace("torch.", ""), 5e-3, 2e-2, 3.0
+    for name, spec, tau, splits in subset:
+        if time_left() < 40:
+            emit(what="check", case=f"{name}_{tag}", ok=None, error="skipped: time budget")
+            continue
+        check_case(f"{name}_{tag}", make_case(*spec, scale=scale, dtype=dtype), tau, tol, gtol, splits)
+    torch.set_float32_matmul_precision("high")
+
+
+def section_correctness():
+    """The kernel variants the timings use (d 128; bf16 and fp32 as tf32), at launch scale too."""
+    check_all(cases()[:3], torch.bfloat16)
+    check_all(cases()[:2], torch.float32)
     section_large_check()
     section_determinism()
     try:  # the dispatcher sends CUDA tensors (and only those) to the kernel
@@ -369,6 +378,22 @@ def section_correctness():
         emit(what="check", case="dispatcher", ok=bool(torch.equal(kernels.info_nce(q, k, queue, **kw), want)))
     except Exception:  # noqa: BLE001
         emit(what="check", case="dispatcher", ok=False, error=traceback.format_exc()[-1500:])
+
+
+def section_correctness_more():
+    """Other head sizes, float16, torch's "highest" float32 (3xtf32 dots), extreme logits, torch.compile.
+    Each case compiles its own kernel variants (seconds each on the GPU), hence after the timings."""
+    check_all(cases()[3:], torch.bfloat16)
+    check_all(cases(), torch.float32, "highest")
+    check_all(cases()[2:4], torch.float16)
+    torch.set_float32_matmul_precision("highest")
+    # Extreme logits, |s| up to ~1e4. A float32 logit near 1e4 carries ~1e-3 absolute error, and the
+    # gradients of near-one-hot rows are differences of such numbers: looser gradient bounds.
+    extreme = make_case(7, 120, 130, 200, 32, 2, True, scale=60.0)
+    check_case("extreme_logits_fp32_3xtf32", extreme, 0.05, 1e-5, 5e-3, 3)
+    torch.set_float32_matmul_precision("high")
+    extreme = make_case(8, 120, 130, 200, 32, 0, False, scale=60.0, dtype=torch.bfloat16)
+    check_case("extreme_logits_bf16", extreme, 0.05, 5e-3, 3e-2)
     if not ARGS.no_compile and DEV == "cuda":
         section_compile_check()
 
@@ -652,10 +677,9 @@ def section_huge():
 
 # ---------------------------------------------------------------------------------------------- table
 def print_table():
-    print(
-        "\nchecks: "
-        + ", ".join(f"{r['case']}={'ok' if r.get('ok') else 'FAIL'}" for r in RECORDS if r["what"] == "check")
-    )
+    verdict = {True: "ok", False: "FAIL", None: "skipped"}
+    checks = [f"{r['case']}={verdict[r.get('ok')]}" for r in RECORDS if r["what"] == "check"]
+    print("\nchecks: " + ", ".join(checks))
     for r in RECORDS:
         if r["what"] == "peer" and r.get("error"):
             print(f"peer {r['name']}: {r['error'][:120]}")
@@ -691,7 +715,10 @@ def print_table():
 def main():
     section_env()
     section_peers()
-    for part in (section_correctness, section_timings, section_sweep, section_huge):
+    parts = (section_correctness, section_timings, section_correctness_more, section_sweep, section_huge)
+    for part in parts:
+        if part is section_sweep and ARGS.no_sweep:
+            continue
         if time_left() < 20:
             emit(what="section", name=part.__name__, error="skipped: time budget")
             continue
