@@ -1,10 +1,12 @@
 """The DALI backend: a DALI pipeline fed by external sources applies the same Params as the other backends.
 
 Per view, the pipeline runs these DALI operators (on the GPU when one is given, else on the CPU):
-  time map   two fn.sequence_rearrange gathers (frames i0 and i1 of the time table) and the linear
-             interpolation a + w * (b - a) in DALI arithmetic;
+  time map   fn.sequence_rearrange gathers frames i0 of the time table; with crop_resize (the only op
+             that lands between frames) also frames i1, and a + w * (b - a) in DALI arithmetic;
   flip       fn.transpose to joints-first, fn.sequence_rearrange by the joint permutation, transpose back;
-  flip mirror, shear, rotation: one fn.coord_transform with the per-sample matrix A = R S F;
+  flip mirror, shear, rotation: the per-sample matrix A = R S F, by fn.coord_transform on the GPU and
+             by DALI arithmetic on the three coordinate planes on the CPU (coord_transform's CPU
+             kernel measured 3x slower there);
   noise      + the noise tensor;
   blur       fn.gaussian_blur along time (window `size`, per-sample sigma; DALI mirrors at the ends
              without repeating the edge frame, as the other backends do);
@@ -65,6 +67,7 @@ def _structure(params: Params) -> tuple:
         blur = ops.get("blur")
         out.append(
             (
+                "crop_resize" in ops,
                 "flip" in ops,
                 "noise" in ops,
                 int(blur.size) if blur is not None else 0,
@@ -88,20 +91,25 @@ def _build(structure: tuple, num_bodies: int, batch_size: int, device_id, num_th
     def pipe():
         x = fn.external_source(name="x", dtype=types.FLOAT, layout="FHWC", device=device)
         outs = []
-        for v, (flip, noise, blur_size, mask) in enumerate(structure):
+        for v, (interp, flip, noise, blur_size, mask) in enumerate(structure):
             i0 = fn.external_source(name=f"i0_{v}", dtype=types.INT32)
-            i1 = fn.external_source(name=f"i1_{v}", dtype=types.INT32)
-            w = fn.external_source(name=f"w_{v}", dtype=types.FLOAT, device=device)
             A = fn.external_source(name=f"A_{v}", dtype=types.FLOAT)
-            a = fn.sequence_rearrange(x, new_order=i0)
-            b = fn.sequence_rearrange(x, new_order=i1)
-            y = a + w * (b - a)
+            y = fn.sequence_rearrange(x, new_order=i0)
+            if interp:  # without crop_resize every output frame is a whole source frame (w = 0)
+                i1 = fn.external_source(name=f"i1_{v}", dtype=types.INT32)
+                w = fn.external_source(name=f"w_{v}", dtype=types.FLOAT, device=device)
+                y = y + w * (fn.sequence_rearrange(x, new_order=i1) - y)
             if flip:
                 perm = fn.external_source(name=f"perm_{v}", dtype=types.INT32)
                 y = fn.transpose(y, perm=[2, 0, 1, 3], output_layout="FHWC")
                 y = fn.sequence_rearrange(y, new_order=perm)
                 y = fn.transpose(y, perm=[1, 2, 0, 3], output_layout="FHWC")
-            y = fn.coord_transform(y, M=A)
+            if device == "gpu":
+                y = fn.coord_transform(y, M=A)
+            else:  # DALI's CPU coord_transform is slow here; the same product in DALI arithmetic
+                xyz = [y[:, :, :, k] for k in range(3)]
+                rows = [A[3 * c] * xyz[0] + A[3 * c + 1] * xyz[1] + A[3 * c + 2] * xyz[2] for c in range(3)]
+                y = fn.stack(*rows, axis=3)
             if noise:
                 y = y + fn.external_source(name=f"noise_{v}", dtype=types.FLOAT, device=device)
             if blur_size:
@@ -160,14 +168,18 @@ def apply_dali(
     pipe.feed_input("x", _samples(batch, lengths))
     shapes = []
     for v, vp in enumerate(params.views):
-        flip, noise, blur_size, mask = structure[v]
+        interp, flip, noise, blur_size, mask = structure[v]
         i0, i1, w, valid = time_table(params, v, T)
         n = vp.out_len
         shapes.append(output_frames(params, v, T))
         pipe.feed_input(f"i0_{v}", _samples(i0.astype(np.int32), n))
-        pipe.feed_input(f"i1_{v}", _samples(i1.astype(np.int32), n))
-        pipe.feed_input(f"w_{v}", _samples(w[:, :, None, None, None], n))
-        pipe.feed_input(f"A_{v}", spatial_matrix(vp).astype(np.float32))
+        if interp:
+            pipe.feed_input(f"i1_{v}", _samples(i1.astype(np.int32), n))
+            pipe.feed_input(f"w_{v}", _samples(w[:, :, None, None, None], n))
+        else:
+            assert not w.any(), "whole-frame time map expected without crop_resize"
+        A = spatial_matrix(vp).astype(np.float32)
+        pipe.feed_input(f"A_{v}", A if device_id is not None else A.reshape(B, 9))
         if flip:
             pipe.feed_input(f"perm_{v}", joint_permutation(vp).astype(np.int32))
         if noise:
