@@ -1,0 +1,52 @@
+"""`skelcl demo` and `skelcl experiment` end to end at toy sizes (output files and keys)."""
+
+import json
+
+from skelcl.cli import main
+
+TINY_DEMO = [
+    "data.sequences=14", "model.width=0.125", "pretrain.train.epochs=1", "pretrain.train.batch_size=6",
+    "finetune.train.epochs=1", "finetune.finetune.label_fraction=0.5", "report.sequences=2",
+]  # fmt: skip
+
+
+def test_demo_writes_metrics_report_and_plots(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", *TINY_DEMO]) == 0
+    assert "pretrained" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    for who in ("pretrained", "scratch"):
+        for key in ("mAP@0.1", "mAP@0.5", "avg_mAP_0.1:0.5", "frame_accuracy"):
+            assert 0.0 <= m[who][key] <= 1.0
+    assert m["label_fraction"] == 0.5 and m["seconds"] > 0
+    report = (out / "report.md").read_text()
+    assert "pretrained" in report and "scratch" in report and "curves.png" in report
+    for name in ("curves.png", "segments.png"):
+        assert (out / name).stat().st_size > 1000
+    for run in ("pretrain", "finetune_pretrained", "finetune_scratch"):
+        assert (out / run / "last.pt").is_file() and (out / run / "config.yaml").is_file()
+    # the same output directory is not reused
+    assert main(["demo", "--out", str(out), "--quiet", *TINY_DEMO]) == 2
+    assert "already holds a demo" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d2"), "pretrain.train.epoch=1"]) == 2
+    assert "pretrain.train.epoch" in capsys.readouterr().err
+
+
+def test_experiment_table(tmp_path, capsys):
+    out = tmp_path / "exp"
+    args = [
+        "experiment", "--out", str(out), "--quiet", "data.sequences=14", "seeds=[0]", "methods=[skeletonclr]",
+        "snippet=[true]", "model.width=0.125", "pretrain.train.epochs=1", "pretrain.train.batch_size=6",
+        "finetune.train.epochs=1", "protocols={linear: {protocol: linear, label_fraction: 1.0}, "
+        "semi50: {protocol: finetune, label_fraction: 0.5}}",
+    ]  # fmt: skip
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "SkeletonCLR + snippet" in table and "random init" in table and "semi50" in table
+    res = json.loads((out / "results.json").read_text())["results"]
+    assert {(r["row"], r["protocol"]) for r in res} == {
+        ("SkeletonCLR + snippet", "linear"), ("SkeletonCLR + snippet", "semi50"), ("random init", "semi50")
+    }  # fmt: skip
+    # a second call reuses the finished runs
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["results"] == res
