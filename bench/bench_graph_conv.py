@@ -10,7 +10,6 @@ Every variant is checked against a float64 einsum before it is timed.
 
 import pytest
 import torch
-
 from skelcl.kernels import graph_conv_reference
 
 # (N, C_in, C_out, T): layer 1, a 64-channel layer, the 64 -> 128 transition, 128 and 256 layers
