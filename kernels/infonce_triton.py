@@ -260,20 +260,23 @@ def _block_d(d):
     return max(16, triton.next_power_of_2(d))
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per (dot mode, padded d, groups). Picked on sm_90 from the
-# compiler's output without a GPU (register count, no local-memory spills, HGMMA tiles; see
-# scripts/gpu_bench_infonce.py for the timed sweep): 16-bit inputs, float32 as tf32, float32 as
-# 3xtf32 (torch's "highest" matmul precision). The groups variants hold one more mask tile.
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per (dot mode, padded d, groups); dot modes: 16-bit inputs,
+# float32 as tf32, float32 as 3xtf32 (torch's "highest" matmul precision). Picked for sm_90 from the
+# compiler's output, without a GPU (scripts/infonce_sm90_static.py under Triton 3.6 and 3.9: registers,
+# local-memory spills, HGMMA tiles); not yet timed (scripts/gpu_bench_infonce.py sweeps candidates).
+# The groups variants hold one more mask tile, hence their own entries.
 _FWD_TILES = {
     ("16bit", 64, False): (128, 128, 8, 3),
     ("16bit", 128, False): (128, 128, 8, 3),
     ("16bit", 128, True): (128, 64, 8, 3),
     ("16bit", 256, False): (64, 64, 4, 2),
+    ("16bit", 256, True): (64, 32, 4, 2),
     ("tf32", 64, False): (128, 64, 8, 3),
     ("tf32", 128, False): (128, 64, 8, 2),
-    ("tf32", 256, False): (64, 16, 4, 2),
+    ("tf32", 128, True): (128, 32, 8, 2),
+    ("tf32", 256, False): (64, 16, 8, 2),  # spills some (Triton 3.6)
     ("tf32x3", 64, False): (128, 32, 8, 2),
-    ("tf32x3", 128, False): (128, 32, 8, 2),
+    ("tf32x3", 128, False): (128, 16, 8, 2),  # spills some: hi/lo copies of each operand
     ("tf32x3", 256, False): (64, 16, 4, 1),  # spills heavily whatever the tiles (hi/lo operand copies)
 }
 _DK_TILES = {  # BLOCK_N keys held per program, BLOCK_M queries per step
@@ -283,10 +286,11 @@ _DK_TILES = {  # BLOCK_N keys held per program, BLOCK_M queries per step
     ("16bit", 256, False): (32, 64, 4, 2),
     ("tf32", 64, False): (64, 64, 4, 2),
     ("tf32", 128, False): (64, 64, 4, 2),
+    ("tf32", 128, True): (64, 64, 8, 2),
     ("tf32", 256, False): (16, 64, 8, 2),
     ("tf32", 256, True): (16, 32, 8, 2),
     ("tf32x3", 64, False): (16, 64, 4, 2),
-    ("tf32x3", 128, False): (16, 64, 4, 2),
+    ("tf32x3", 128, False): (16, 64, 8, 2),
     ("tf32x3", 256, False): (16, 64, 4, 1),
 }
 _TILE_NAMES = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
