@@ -233,10 +233,14 @@ def test_torch_compile_custom_op():
 
 
 def test_custom_op_registrations():
+    """torch.library.opcheck: schema, fake (meta) functions, autograd registration, AOT dispatch."""
     q, k, queue, positive, *_ = make_case(81, 20, 24, 10, 16, 2, False)
     pos = positive.contiguous()
-    args = (q.requires_grad_(), k.requires_grad_(), queue, pos, None, None, 0.1, True)
-    torch.library.opcheck(infonce_triton.lse_fwd_op, args, test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(infonce_triton.lse_fwd_op, (q.requires_grad_(), k.requires_grad_(), queue, pos,
+                                                     None, None, 0.1, True))  # fmt: skip
+    lse, _ = infonce_triton.lse_fwd_op(q.detach(), k.detach(), queue, pos, None, None, 0.1, False)
+    g = torch.rand(lse.shape)
+    torch.library.opcheck(infonce_triton.lse_dk_op, (q.detach(), k.detach(), lse, g, pos, None, None, 0.1))
 
 
 def test_choose_splits_fills_the_chip():
