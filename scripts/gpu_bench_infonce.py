@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,30 +82,39 @@ T0 = time.time()
 RECORDS: list[dict] = []
 
 
-def import_kernels():
-    """skelcl.kernels, installed or straight from the working tree (kernels/ maps to skelcl.kernels)."""
-    try:
-        import skelcl.kernels as kernels
+IMPORT_NOTE = []
 
-        return kernels
-    except ImportError:
-        pass
+
+def import_kernels():
+    """skelcl.kernels.infonce and .infonce_triton: through the installed package when it imports, else
+    straight from the working tree (kernels/ is skelcl.kernels) without running kernels/__init__.py, so a
+    problem in another kernel's module cannot stop this script."""
+    try:
+        import skelcl.kernels.infonce as infonce
+        import skelcl.kernels.infonce_triton as infonce_triton
+
+        return infonce, infonce_triton
+    except Exception as e:  # noqa: BLE001
+        IMPORT_NOTE.append(f"installed skelcl.kernels did not import ({e!r:.200}); loaded kernels/ directly")
+    for name in [n for n in sys.modules if n == "skelcl" or n.startswith("skelcl.")]:
+        del sys.modules[name]
     sys.path.insert(0, str(ROOT))
     import skelcl
 
-    spec = importlib.util.spec_from_file_location(
-        "skelcl.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
+    package = importlib.util.module_from_spec(
+        importlib.util.spec_from_loader("skelcl.kernels", loader=None, is_package=True)
     )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["skelcl.kernels"] = mod
-    skelcl.kernels = mod
-    spec.loader.exec_module(mod)
-    return mod
+    package.__path__ = [str(ROOT / "kernels")]
+    sys.modules["skelcl.kernels"] = package
+    skelcl.kernels = package
+    import skelcl.kernels.infonce as infonce
+    import skelcl.kernels.infonce_triton as infonce_triton
+
+    return infonce, infonce_triton
 
 
-kernels = import_kernels()
-from skelcl.kernels import info_nce_reference, info_nce_triton  # noqa: E402
-from skelcl.kernels import infonce_triton as it  # noqa: E402
+infonce, it = import_kernels()
+info_nce_reference, info_nce_triton = infonce.info_nce_reference, infonce.info_nce_triton
 
 
 def emit(**kw):
@@ -186,7 +196,7 @@ def section_env():
         ).stdout.strip()
     except Exception:  # noqa: BLE001
         info["commit"] = None
-    emit(what="env", **info)
+    emit(what="env", import_note=IMPORT_NOTE, **info)
 
 
 # ---------------------------------------------------------------------------------------------- peers
@@ -199,30 +209,19 @@ def section_peers():
         emit(what="peer", name="memeff", error="skipped: needs CUDA")
         return
     wheels = sorted(glob.glob(os.path.join(ARGS.wheels, "*.whl")))
-    if wheels:
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--no-deps",
-                "--target",
-                ARGS.site,
-                *wheels,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        emit(
-            what="peer_install",
-            wheels=[os.path.basename(w) for w in wheels],
-            rc=r.returncode,
-            tail=r.stderr[-300:],
-        )
-    else:
+    names = [os.path.basename(w) for w in wheels]
+    if not wheels:
         emit(what="peer_install", error=f"no wheels in {ARGS.wheels}")
+    else:
+        pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target", ARGS.site]
+        r = subprocess.run(pip + wheels, capture_output=True, text=True)
+        how = "pip"
+        if r.returncode != 0:  # pure-Python wheels: unpacking them is the whole installation
+            how = f"unzip (pip failed: {r.stderr.strip()[-200:]})"
+            for w in wheels:
+                with zipfile.ZipFile(w) as z:
+                    z.extractall(ARGS.site)
+        emit(what="peer_install", wheels=names, how=how)
     if ARGS.site not in sys.path:
         sys.path.append(ARGS.site)
     try:
@@ -375,7 +374,7 @@ def section_correctness():
         q, k, queue, positive, qg, kg = make_case(9, 50, 60, 20, 16, 2, True)
         kw = dict(positive=positive, q_group=qg, k_group=kg, temperature=0.1, reduction="none")
         want = (info_nce_triton if DEV == "cuda" else info_nce_reference)(q, k, queue, **kw)
-        emit(what="check", case="dispatcher", ok=bool(torch.equal(kernels.info_nce(q, k, queue, **kw), want)))
+        emit(what="check", case="dispatcher", ok=bool(torch.equal(infonce.info_nce(q, k, queue, **kw), want)))
     except Exception:  # noqa: BLE001
         emit(what="check", case="dispatcher", ok=False, error=traceback.format_exc()[-1500:])
 
