@@ -1,9 +1,13 @@
 #!/usr/bin/env python
 """Check and time the Triton InfoNCE kernel on one GPU, against PyTorch eager, Inf-CL 1.2.1 and memeff 0.3.1.
 
-On the GPU machine (repository root as working directory, the peer wheels carried in .whl/):
+On the GPU machine (repository root as working directory, the peer wheels carried in .whl/, fetched
+beforehand with `pip download --no-deps -d .whl inf-cl==1.2.1 memeff==0.3.1`; .whl/ is git-ignored, so
+pass carry=[".whl"] to the run tool; about 7-8 minutes, --budget-s 450 by default):
 
     python scripts/gpu_bench_infonce.py --out $OUT/infonce_h100.json
+
+then copy the JSON to bench/results/infonce_<card>_<date>.json and commit it.
 
 Sections, in order (each record is appended to the JSON file as soon as it is measured, so a run cut
 short still leaves its numbers): environment; correctness on the GPU (Triton path against float64,
