@@ -10,15 +10,19 @@ pass carry=[".whl"] to the run tool; about 7-8 minutes, --budget-s 450 by defaul
 then copy the JSON to bench/results/infonce_<card>_<date>.json and commit it.
 
 Sections, in order (each record is appended to the JSON file as soon as it is measured, so a run cut
-short still leaves its numbers): environment; correctness on the GPU (Triton path against float64,
-values and gradients, ragged shapes, queue, positives, groups, bf16/fp16, extreme logits, splits,
-determinism, torch.compile); timings of forward + backward with peak extra memory for every target
-shape of issue 5 in fp32 (tf32 dots) and bf16, for the kernel, eager, Inf-CL and memeff; a sweep of
-tile configurations; the 262,144-query case. A short table comes last on stdout.
+short still leaves its numbers; sections that no longer fit the time budget are recorded as skipped):
+environment and peers; correctness of the kernel variants the timings use (against float64, values and
+gradients; ragged, queue, key splits, positives, groups; a launch-sized check; bitwise repeatability;
+the dispatcher); timings of forward + backward with peak extra memory for every target shape of issue 5
+in bf16 and fp32 (tf32 dots), for the kernel, eager (torch.compile at 16,384), Inf-CL and memeff, plus
+the kernel at torch's default "highest" fp32 precision; more correctness (d 40/256/7, fp16, 3xtf32,
+extreme logits, torch.compile of the custom op); a sweep of tile configurations and key splits; the
+262,144-query case. A short table comes last on stdout.
 
     python scripts/gpu_bench_infonce.py --small --out /tmp/infonce_small.json
 
 runs the same script on a CPU under TRITON_INTERPRET=1 with tiny shapes (peers are skipped there).
+
 Floors on an H100 (DESIGN.md section 7 ceilings: bf16 matmul 694 TFLOP/s, tf32 405, copy 3.0 TB/s).
 The kernels do 4 M (N + Q) d matmul FLOPs in the forward (logits and E = softmax @ keys, which gives dq)
 and 4 M N d in the dk pass; bytes are negligible (inputs read once per wave, through L2):
