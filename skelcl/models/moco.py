@@ -12,9 +12,9 @@ With f = backbone output (B, C, T', V), q = normalize(GlobalHead(f_q)), k = norm
   snippet loss:           z = normalize(SnippetHead(pool_S(f))) per snippet (B*S, d); query snippet (b, s)
                           has positive key snippet (b, j*),
                           j* = argmax_j <pool_S(f_q)[b, :, s], pool_S(f_k)[b, :, j]>
-                          (un-normalized backbone features, DenseCL-style) or the temporally aligned snippet
-                          ("aligned"); negatives: key snippets of the other videos in the batch and the
-                          snippet queue; other snippets of the same video are left out (q_group/k_group =
+                          (un-normalized backbone features, "feature", DenseCL-style; "cosine": of the
+                          L2-normalized features) or the temporally aligned snippet ("aligned");
+                          negatives: key snippets of the other videos in the batch and the snippet queue; other snippets of the same video are left out (q_group/k_group =
                           video id) unless exclude_same_video is False.
   total:                  L = L_g + d3m_weight * L_d + snippet_weight * L_s.
 
@@ -39,7 +39,7 @@ from skelcl.models.backbone import Backbone
 from skelcl.models.heads import GlobalHead, SnippetHead, snippet_features
 
 METHODS = ("skeletonclr", "aimclr")
-MATCHES = ("feature", "aligned")
+MATCHES = ("feature", "cosine", "aligned")
 
 
 class RingQueue(nn.Module):

@@ -1,6 +1,7 @@
 """`skelcl experiment`: the paper's table shape on the synthetic benchmark.
 
-Cells: {SkeletonCLR, AimCLR-style} x {without, with snippet loss} pretraining, each evaluated under the
+Cells: {SkeletonCLR, AimCLR-style} x {without, with snippet loss} pretraining (`snippet` entries: false,
+true, or a matching rule "aligned" / "cosine" for a snippet-loss variant), each evaluated under the
 protocols of the config (linear, finetune, 20 % labels), plus random init (every protocol but linear), for
 each seed; the table shows mean +- sample standard deviation over seeds of the chosen metric (in %).
 Every run has its own directory under OUT/runs/; a run whose metrics.json already holds final figures is
@@ -36,10 +37,13 @@ def _fresh(run: Path) -> None:
         shutil.rmtree(run)
 
 
-def row_name(method: str | None, snippet: bool) -> str:
+def row_name(method: str | None, snippet) -> str:
+    """snippet: False, True (the config's default matching) or a matching name ("aligned", "cosine")."""
     if method is None:
         return "random init"
-    return NAMES[method] + (" + snippet" if snippet else "")
+    if snippet is True:
+        return NAMES[method] + " + snippet"
+    return NAMES[method] + (f" + snippet ({snippet})" if snippet else "")
 
 
 def summarize(results: list, metric: str, protocols) -> str:
@@ -102,12 +106,15 @@ def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet
     for seed in exp["seeds"]:
         for method in exp["methods"]:
             for snippet in exp["snippet"]:
-                tag = f"{method}_{'snip' if snippet else 'nosnip'}_s{seed}"
+                kind = "nosnip" if snippet is False else "snip" if snippet is True else f"snip{snippet}"
+                tag = f"{method}_{kind}_s{seed}"
                 pre_run = runs / f"pre_{tag}"
                 m = _done(pre_run)
                 if m is None:
                     _fresh(pre_run)
-                    cell = {"method": method, "snippet": bool(snippet), "recipe": method}
+                    cell = {"method": method, "snippet": snippet is not False, "recipe": method}
+                    if isinstance(snippet, str):
+                        cell["match"] = snippet
                     cfg = config_mod.merge(pre0, {"pretrain": cell, "train": {"seed": seed}})
                     m = run_pretrain(cfg, pre_run, quiet=quiet)
                 pre_stats.append({"row": row_name(method, snippet), "seed": seed, **m["final"]})
