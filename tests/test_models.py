@@ -198,3 +198,13 @@ def test_moco_errors():
         _moco("aimclr")([_x(), _x()])
     with pytest.raises(SkelclError, match="aligned"):
         _moco(match="aligned")([_x(T=16), _x(T=16)])
+
+
+def test_snippet_matching_rules():
+    """cosine and aligned matching run; aligned needs the alignment table, feature/cosine report accuracy."""
+    views = [_x(B=2, T=16, seed=1), _x(B=2, T=16, seed=2)]
+    align = torch.tensor([[2, 1, 0], [0, 0, 1]])
+    _, stats = _moco(match="cosine")(views, align=align)
+    assert 0.0 <= stats["snippet_match_acc"] <= 1.0
+    _, stats2 = _moco(match="aligned")(views, align=align)
+    assert stats2["snippet_match_acc"] == 1.0 or stats2["loss_snippet"] > 0

@@ -14,8 +14,9 @@ With f = backbone output (B, C, T', V), q = normalize(GlobalHead(f_q)), k = norm
                           j* = argmax_j <pool_S(f_q)[b, :, s], pool_S(f_k)[b, :, j]>
                           (un-normalized backbone features, "feature", DenseCL-style; "cosine": of the
                           L2-normalized features) or the temporally aligned snippet ("aligned");
-                          negatives: key snippets of the other videos in the batch and the snippet queue; other snippets of the same video are left out (q_group/k_group =
-                          video id) unless exclude_same_video is False.
+                          negatives: key snippets of the other videos in the batch and the snippet queue;
+                          other snippets of the same video are left out (q_group/k_group = video id)
+                          unless exclude_same_video is False.
   total:                  L = L_g + d3m_weight * L_d + snippet_weight * L_s.
 
 Queues take the step's keys in flush_queues() (after backward).
