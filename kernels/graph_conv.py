@@ -12,6 +12,8 @@ the fused Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); `graph_conv` di
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 _ACTIVATIONS = (None, "relu")
@@ -106,8 +108,12 @@ def graph_conv_triton(x, weight, adjacency, bias=None, *, residual=None, activat
 
 def graph_conv(x, weight, adjacency, bias=None, *, residual=None, activation=None):
     """Dispatcher: graph_conv_triton on CUDA tensors (float32 / bfloat16 / float16 compute), the reference
-    elsewhere (CPU, float64)."""
-    use_triton = x.is_cuda and _compute_dtype(x, weight, adjacency, residual) in _TRITON_DTYPES
+    elsewhere (CPU, float64). SKELCL_GRAPH_CONV=reference in the environment forces the reference."""
+    use_triton = (
+        x.is_cuda
+        and os.environ.get("SKELCL_GRAPH_CONV", "auto") != "reference"
+        and _compute_dtype(x, weight, adjacency, residual) in _TRITON_DTYPES
+    )
     fn = graph_conv_triton if use_triton else graph_conv_reference
     return fn(x, weight, adjacency, bias, residual=residual, activation=activation)
 

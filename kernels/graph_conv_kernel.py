@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 # Tile overrides for tuning runs (scripts/gpu_bench_graph_conv.py): keys "fwd_BO", "fwd_BC", "fwd_BT",
-# "fwd_num_warps", "fwd_num_stages", the same with "dw_", plus "dw_splits" and "da_tiles".
+# "fwd_num_warps", "fwd_num_stages", the same with "dw_", plus "dw_splits".
 OVERRIDE: dict = {}
 # None: follow torch.backends.cudnn.allow_tf32 for float32 inputs; else "ieee" or "tf32".
 PRECISION: str | None = None
@@ -64,82 +64,82 @@ def _operand(u, ref_ptr, ROUND: tl.constexpr):
 @triton.jit
 def _gc_kernel(
     x_ptr, w_ptr, a_ptr, b_ptr, r_ptr, y_ptr, xa_ptr, da_ptr,
-    C_in, C_out, T, V, n_tb, num_tiles, tiles_per_prog,
+    C_in, C_out, T, V, n_tb,
     swk, swo, swc, sak, sav, saw,
     K: tl.constexpr, BO: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, VP: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr, STORE_Y: tl.constexpr,
     NEED_DA: tl.constexpr, PREC: tl.constexpr, ROUND: tl.constexpr,
 ):  # fmt: skip
-    """Grid (output-channel blocks, row programs); x, y, residual, xa contiguous (N, C, T, V).
+    """Grid (row tiles * output-channel blocks,), the blocks of one tile adjacent (they share its X tiles
+    in L2); x, y, residual, xa contiguous (N, C, T, V).
 
     y[n, o, t, w] = sum_k sum_v (sum_c w[k, o, c] x[n, c, t, v]) a[k, v, w] (+ b[o]) (+ r) (ReLU).
-    With NEED_DA: da[slot, k] += sum_{o, t} xa[n, o, t, :]^T (sum_c w[k, o, c] x[n, c, t, :]).
+    With NEED_DA: da[program, k] = sum_{o, t} xa[n, o, t, :]^T (sum_c w[k, o, c] x[n, c, t, :]).
+    One row tile per program: a loop over several tiles made the compiler spill registers (sm_90).
     """
-    pid_o = tl.program_id(0)
-    pid_r = tl.program_id(1)
-    n_ob = tl.num_programs(0)
+    pid = tl.program_id(0)
+    n_ob = tl.cdiv(C_out, BO)
+    tile = pid // n_ob
+    pid_o = pid % n_ob
+    n = (tile // n_tb).to(tl.int64)
+    t0 = (tile % n_tb) * BT
     TV = T * V
     j = tl.arange(0, BT * VP)  # wide columns (t, v)
     jt = j // VP
     jv = j % VP
+    col_ok = (t0 + jt < T) & (jv < V)
+    col_off = (t0 + jt) * V + jv
     q = tl.arange(0, BO * BT)  # tall rows (o, t)
     qo = pid_o * BO + q // BT
     qt = q % BT
+    row_ok = (qo < C_out) & (t0 + qt < T)
+    row_off = qo * TV + (t0 + qt) * V
     o = pid_o * BO + tl.arange(0, BO)
     vv = tl.arange(0, VP)
     v_ok = vv < V
-    for i in range(tiles_per_prog):
-        tile = pid_r * tiles_per_prog + i
-        n = (tile // n_tb).to(tl.int64)
-        t0 = (tile % n_tb) * BT
-        t_end = tl.where(tile < num_tiles, T, 0)  # no valid frame in a tile past the end
-        col_ok = (t0 + jt < t_end) & (jv < V)
-        col_off = (t0 + jt) * V + jv
-        row_ok = (qo < C_out) & (t0 + qt < t_end)
-        row_off = qo * TV + (t0 + qt) * V
-        x_base = x_ptr + n * C_in * TV
-        acc = tl.zeros((BO * BT, VP), dtype=tl.float32)
-        for k in tl.static_range(K):
-            u = tl.zeros((BO, BT * VP), dtype=tl.float32)
-            for c0 in range(0, C_in, BC):
-                c = c0 + tl.arange(0, BC)
-                wt = tl.load(
-                    w_ptr + k * swk + o[:, None] * swo + c[None, :] * swc,
-                    mask=(o[:, None] < C_out) & (c[None, :] < C_in),
-                    other=0.0,
-                )
-                xt = tl.load(
-                    x_base + c[:, None] * TV + col_off[None, :],
-                    mask=(c[:, None] < C_in) & col_ok[None, :],
-                    other=0.0,
-                )
-                u = tl.dot(wt, xt, u, input_precision=PREC)
-            ur = tl.reshape(_operand(u, x_ptr, ROUND), (BO * BT, VP))
-            ak = tl.load(
-                a_ptr + k * sak + vv[:, None] * sav + vv[None, :] * saw,
-                mask=v_ok[:, None] & v_ok[None, :],
+    x_base = x_ptr + n * C_in * TV
+    acc = tl.zeros((BO * BT, VP), dtype=tl.float32)
+    for k in tl.static_range(K):
+        u = tl.zeros((BO, BT * VP), dtype=tl.float32)
+        for c0 in range(0, C_in, BC):
+            c = c0 + tl.arange(0, BC)
+            wt = tl.load(
+                w_ptr + k * swk + o[:, None] * swo + c[None, :] * swc,
+                mask=(o[:, None] < C_out) & (c[None, :] < C_in),
                 other=0.0,
             )
-            acc = tl.dot(ur, ak, acc, input_precision=PREC)
-            if NEED_DA:
-                xr = tl.load(
-                    xa_ptr + n * C_out * TV + row_off[:, None] + vv[None, :],
-                    mask=row_ok[:, None] & v_ok[None, :],
-                    other=0.0,
-                )
-                part = tl.dot(tl.trans(xr), ur, input_precision=PREC)
-                slot = ((pid_r * n_ob + pid_o) * K + k) * VP * VP
-                tl.atomic_add(da_ptr + slot + vv[:, None] * VP + vv[None, :], part, sem="relaxed")
-        if STORE_Y:
-            y_off = n * C_out * TV + row_off[:, None] + vv[None, :]
-            y_mask = row_ok[:, None] & v_ok[None, :]
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + qo, mask=qo < C_out, other=0.0).to(tl.float32)[:, None]
-            if HAS_RES:
-                acc += tl.load(r_ptr + y_off, mask=y_mask, other=0.0).to(tl.float32)
-            if RELU:
-                acc = tl.maximum(acc, 0.0)
-            tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
+            xt = tl.load(
+                x_base + c[:, None] * TV + col_off[None, :],
+                mask=(c[:, None] < C_in) & col_ok[None, :],
+                other=0.0,
+            )
+            u = tl.dot(wt, xt, u, input_precision=PREC)
+        ur = tl.reshape(_operand(u, x_ptr, ROUND), (BO * BT, VP))
+        ak = tl.load(
+            a_ptr + k * sak + vv[:, None] * sav + vv[None, :] * saw,
+            mask=v_ok[:, None] & v_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(ur, ak, acc, input_precision=PREC)
+        if NEED_DA:
+            xr = tl.load(
+                xa_ptr + n * C_out * TV + row_off[:, None] + vv[None, :],
+                mask=row_ok[:, None] & v_ok[None, :],
+                other=0.0,
+            )
+            part = tl.dot(tl.trans(xr), ur, input_precision=PREC)
+            slot = (pid * K + k).to(tl.int64) * VP * VP
+            tl.store(da_ptr + slot + vv[:, None] * VP + vv[None, :], part)
+    if STORE_Y:
+        y_off = n * C_out * TV + row_off[:, None] + vv[None, :]
+        y_mask = row_ok[:, None] & v_ok[None, :]
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + qo, mask=qo < C_out, other=0.0).to(tl.float32)[:, None]
+        if HAS_RES:
+            acc += tl.load(r_ptr + y_off, mask=y_mask, other=0.0).to(tl.float32)
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
 @triton.jit
@@ -209,16 +209,20 @@ def _pow2(n, lo, hi):
     return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
 
 
-def fwd_config(c_in, c_out, dtype, device):
+# GPU defaults were chosen by compiling for sm_90 without a GPU (triton.compile + cuobjdump -res-usage):
+# wider tiles (BO 128, or BT 8) spilled registers to local memory; these did not. Timings on a GPU come
+# from the sweep in scripts/gpu_bench_graph_conv.py.
+def fwd_config(c_in, c_out, dtype, device, need_da=False):
     """Tiles of `_gc_kernel`: dict(BO, BC, BT, num_warps, num_stages)."""
     if device.type != "cuda":
         cfg = dict(BO=_pow2(c_out, 16, 32), BC=_pow2(c_in, 16, 32), BT=2, num_warps=1, num_stages=1)
     elif dtype == torch.float32:
-        bo = _pow2(c_out, 16, 128)
-        cfg = dict(BO=bo, BC=_pow2(c_in, 16, 32), BT=4, num_warps=8 if bo >= 128 else 4, num_stages=2)
+        bo = _pow2(c_out, 16, 64)
+        cfg = dict(BO=bo, BC=_pow2(c_in, 16, 32), BT=2 if need_da else 4, num_warps=8 if bo >= 64 else 4)
+        cfg["num_stages"] = 2
     else:
-        bo = _pow2(c_out, 16, 128)
-        cfg = dict(BO=bo, BC=_pow2(c_in, 16, 64), BT=4, num_warps=8 if bo >= 128 else 4, num_stages=3)
+        bo = _pow2(c_out, 16, 64)
+        cfg = dict(BO=bo, BC=_pow2(c_in, 16, 64), BT=4, num_warps=8 if bo >= 64 else 4, num_stages=3)
     return {**cfg, **{k[4:]: v for k, v in OVERRIDE.items() if k.startswith("fwd_")}}
 
 
@@ -226,11 +230,10 @@ def dw_config(c_in, c_out, dtype, device):
     """Tiles of `_gc_dw_kernel`: dict(BO, BC, BT, num_warps, num_stages)."""
     if device.type != "cuda":
         cfg = dict(BO=_pow2(c_out, 16, 32), BC=_pow2(c_in, 16, 32), BT=2, num_warps=1, num_stages=1)
-    elif dtype == torch.float32:
-        cfg = dict(BO=_pow2(c_out, 16, 64), BC=_pow2(c_in, 16, 64), BT=4, num_warps=4, num_stages=2)
     else:
-        bo, bc = _pow2(c_out, 16, 128), _pow2(c_in, 16, 128)
-        cfg = dict(BO=bo, BC=bc, BT=4, num_warps=8 if bo * bc >= 128 * 128 else 4, num_stages=2)
+        bo, bc = _pow2(c_out, 16, 64), _pow2(c_in, 16, 64)
+        stages = 2 if dtype == torch.float32 else 3
+        cfg = dict(BO=bo, BC=bc, BT=4, num_warps=8 if bo * bc >= 64 * 64 else 4, num_stages=stages)
     return {**cfg, **{k[3:]: v for k, v in OVERRIDE.items() if k.startswith("dw_")}}
 
 
@@ -278,25 +281,22 @@ def _launch_gc(x, w, a, bias, residual, relu, xa, need_y, need_da):
     any strides. Returns (y or None, da (K, V, V) float32 or None)."""
     N, C_in, T, V = x.shape
     K, C_out = w.shape[0], w.shape[1]
-    cfg = fwd_config(C_in, C_out, x.dtype, x.device)
+    cfg = fwd_config(C_in, C_out, x.dtype, x.device, need_da)
     bo, bt, vp = cfg["BO"], cfg["BT"], _vp(V)
     n_tb = triton.cdiv(T, bt)
     num_tiles = N * n_tb
     n_ob = triton.cdiv(C_out, bo)
-    tiles = 1
-    if need_da:  # fewer, longer programs: each dA slot costs K * VP * VP floats
-        tiles = OVERRIDE.get("da_tiles") or max(1, (num_tiles * n_ob) // (8 * _num_sms(x.device)))
-    progs = triton.cdiv(num_tiles, tiles)
     round_mode = _round_mode(x)
     out_dtype = x.dtype
     xk, wk, ak = _kernel_view(x), _kernel_view(w), _kernel_view(a)
     rk, xak, bk = _kernel_view(residual), _kernel_view(xa), _kernel_view(bias)
     y = _empty((N, C_out, T, V), dtype=xk.dtype, device=x.device) if need_y else None
-    da = torch.zeros((n_ob * progs, K, vp, vp), dtype=torch.float32, device=x.device) if need_da else None
-    _gc_kernel[(n_ob, progs)](
+    # dA: one fp32 K x VP x VP partial per program (deterministic), summed below.
+    da = _empty((num_tiles * n_ob, K, vp, vp), dtype=torch.float32, device=x.device) if need_da else None
+    _gc_kernel[(num_tiles * n_ob,)](
         xk, wk, ak, bk if bk is not None else xk, rk if rk is not None else xk,
         y if y is not None else xk, xak if xak is not None else xk, da if da is not None else xk,
-        C_in, C_out, T, V, n_tb, num_tiles, tiles,
+        C_in, C_out, T, V, n_tb,
         wk.stride(0), wk.stride(1), wk.stride(2), ak.stride(0), ak.stride(1), ak.stride(2),
         K=K, BO=bo, BC=cfg["BC"], BT=bt, VP=vp,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, RELU=relu, STORE_Y=need_y, NEED_DA=need_da,

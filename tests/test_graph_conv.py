@@ -135,9 +135,9 @@ def test_bf16_rounds_the_intermediate_like_autocast():
 
 @pytest.mark.parametrize("need", ["x_only", "adjacency_only", "weight_only"])
 def test_partial_gradients_and_loops(need):
-    """One leaf at a time, with forced multi-tile programs (dA) and row splits (dW) that leave a tail."""
-    gck.OVERRIDE.update(da_tiles=5, dw_splits=3)
-    (x, w, a, _, _), gy = make(3, 11, 13, 7, 25, 3, torch.float32, False, False, 8)
+    """One leaf at a time, with forced row splits (dW) whose last split has fewer tiles."""
+    gck.OVERRIDE.update(dw_splits=4)
+    (x, w, a, _, _), gy = make(3, 11, 13, 9, 25, 3, torch.float32, False, False, 8)
     leaf = {"x_only": x, "adjacency_only": a, "weight_only": w}[need]
     for p in (x, w, a):
         p.requires_grad_(p is leaf)
