@@ -120,16 +120,21 @@ def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet
                 pre_stats.append({"row": row_name(method, snippet), "seed": seed, **m["final"]})
                 for proto in protocols:
                     f = finetune(f"ft_{tag}_{proto}", pre_run, proto, seed)
-                    results.append({"row": row_name(method, snippet), "protocol": proto, "seed": seed,
-                                    **{k: v for k, v in f.items() if k != "per_class"}})  # fmt: skip
+                    results.append(_result(f, row_name(method, snippet), proto, seed))
         for proto in protocols:
             if protocols[proto].get("protocol") == "linear":
                 continue
             f = finetune(f"ft_scratch_s{seed}_{proto}", None, proto, seed)
-            results.append({"row": "random init", "protocol": proto, "seed": seed,
-                            **{k: v for k, v in f.items() if k != "per_class"}})  # fmt: skip
+            results.append(_result(f, "random init", proto, seed))
         _write(out, exp, results, pre_stats, list(protocols))
     return _write(out, exp, results, pre_stats, list(protocols))
+
+
+def _result(final: dict, row: str, protocol: str, seed: int) -> dict:
+    """One table entry: the run's figures (eval protocol under "eval_protocol") + row, protocol, seed."""
+    out = {k: v for k, v in final.items() if k not in ("per_class", "protocol")}
+    out.update(eval_protocol=final.get("protocol"), row=row, protocol=protocol, seed=seed)
+    return out
 
 
 def _write(out: Path, exp: dict, results: list, pre_stats: list, protocols: list) -> str:
