@@ -87,8 +87,11 @@ def cmd_pretrain(args) -> int:
     from skelcl.train.pretrain import run_pretrain
 
     cfg, out = _resolve(args)
+    from skelcl.train.distributed import is_main
+
     run_pretrain(cfg, out, resume=bool(args.resume), quiet=args.quiet)
-    print(f"pretraining run written to {out}")
+    if is_main():
+        print(f"pretraining run written to {out}")
     return 0
 
 
