@@ -117,9 +117,14 @@ def test_training_learns(small, tmp_path):
 
     # predict writes one segment file per sequence, readable by the evaluation reader
     assert main(["predict", "--ckpt", str(tmp_path / "ft"), "--data", str(small), "--split", "xsub",
-                 "--out", str(tmp_path / "pred")]) == 0  # fmt: skip
+                 "--out", str(tmp_path / "pred"), "--gt-out", str(tmp_path / "gt")]) == 0  # fmt: skip
     segs = read_segments_dir(tmp_path / "pred")
     assert set(segs) == {str(n) for n in test.cache.names}
+    js = tmp_path / "eval.json"
+    assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--classes", "12", "--json", str(js)]) == 0  # fmt: skip
+    # the files round-trip: the same mAP as the in-process evaluation
+    assert abs(json.loads(js.read_text())["avg_mAP_0.1:0.5"] - got) < 1e-9
 
 
 def test_cli_error_paths(tiny, tmp_path, capsys):

@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--part", default="test", help="split part (default test)")
     p.add_argument("--proposals", default="sweep", choices=["sweep", "argmax"])
     p.add_argument("--label-base", type=int, default=1, help="label written for class 0 (default 1)")
+    p.add_argument("--gt-out", help="also write the cache's ground-truth segments here (for skelcl evaluate)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
@@ -127,6 +128,13 @@ def cmd_predict(args) -> int:
     segs = {str(n): proposals_from_scores(p, method=args.proposals) for n, p in zip(cache.names, probs)}
     write_segments_dir(args.out, segs, label_base=args.label_base)
     print(f"wrote segments of {len(segs)} sequences to {args.out}")
+    if args.gt_out:
+        from skelcl.eval import segments_from_labels
+
+        bg = cache.num_classes - 1
+        gt = {str(n): segments_from_labels(store.get(i)[1], background=bg) for i, n in enumerate(cache.names)}
+        write_segments_dir(args.gt_out, gt, label_base=args.label_base)
+        print(f"wrote ground-truth segments to {args.gt_out}")
     return 0
 
 
