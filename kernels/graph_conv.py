@@ -56,13 +56,10 @@ def graph_conv_reference(x, weight, adjacency, bias=None, *, residual=None, acti
     _check("graph_conv_reference", x, weight, adjacency, bias, residual, activation)
     dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), adjacency.dtype)
     x, weight, adjacency = x.to(dtype), weight.to(dtype), adjacency.to(dtype)
-    n, c_in, t, v = x.shape
-    k, c_out = weight.shape[0], weight.shape[1]
-    # Aggregate over joints first (V x V per k, on the narrower side when C_in <= C_out), then mix
-    # channels with one batched matmul over K * C_in (bench/bench_graph_conv.py picked this order).
-    xa = torch.matmul(x.reshape(n, 1, c_in * t, v), adjacency.unsqueeze(0))  # (N, K, C_in*T, V)
-    y = torch.matmul(weight.permute(1, 0, 2).reshape(c_out, k * c_in), xa.reshape(n, k * c_in, t * v))
-    y = y.view(n, c_out, t, v)
+    # Joints first (V x V per k), then channels over K * C_in, both as einsum: the fastest of the
+    # orderings in bench/bench_graph_conv.py on CPU (2.7x the next at layer 1, 3 -> 64 channels).
+    xa = torch.einsum("nctv,kvw->nkctw", x, adjacency)
+    y = torch.einsum("okc,nkctw->notw", weight.permute(1, 0, 2), xa)
     if bias is not None:
         y = y + bias.to(dtype).view(1, -1, 1, 1)
     if residual is not None:
