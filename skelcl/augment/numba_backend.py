@@ -192,21 +192,23 @@ def _augment_one(
         if not blur:
             for e in range(E):
                 dst[e] *= kp[e]
-    if blur:
+    if blur:  # the taps are symmetric: g[R - k] == g[R + k], so pair the two frames k apart
         for t in range(n):
             dst = out[t]
+            zt = z[t]
+            g0 = taps[R]
             for e in range(E):
-                dst[e] = 0.0
-            for i in range(K):
-                g = taps[i]
+                dst[e] = g0 * zt[e]
+            for k in range(1, R + 1):
+                g = taps[R + k]
                 if g == 0:
-                    continue
-                k = t + i - R
-                if k < 0 or k >= n:
-                    k = _reflect101(k, n)
-                zk = z[k]
+                    break
+                lo = t - k
+                hi = t + k
+                za = z[lo if lo >= 0 else _reflect101(lo, n)]
+                zb = z[hi if hi < n else _reflect101(hi, n)]
                 for e in range(E):
-                    dst[e] += g * zk[e]
+                    dst[e] += g * (za[e] + zb[e])
             for e in range(E):
                 dst[e] *= kp[e]
     for t in range(n, T_out):
