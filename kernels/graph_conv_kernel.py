@@ -22,6 +22,14 @@ dtype before its second product (as an eager conv-then-einsum under autocast rou
 float32 uses tf32 dots when torch.backends.cudnn.allow_tf32 is set (PyTorch's default for convolutions,
 which this op replaces) and exact fp32 dots otherwise; `PRECISION` overrides.
 
+Floors (unit shape N 256, C 256, T 64, V 25, bf16, forward + dX + dW): 530 GFLOP useful, 700 GFLOP with
+the joint padding, about 1.0 ms at the H100's measured 694 TFLOP/s; about 1.5 GB of activations moved,
+0.5 ms at 3 TB/s: compute-bound. Known limit: an X tile row is 25 joints at an arbitrary offset, so
+bf16 tiles cannot travel by cp.async (4-byte minimum) and the c-loop is not software-pipelined for
+bf16 (one shared-memory stage; float32 tiles do get two). Next step if the GPU timings fall short:
+keep (t, v) contiguous (5 frames = 125 of 128 columns), apply A_k as a 128 x 128 block-diagonal
+matrix (more FLOPs for the A product, but whole-row loads that pipeline / use TMA when T*V*2 % 16 == 0).
+
 Registered as torch custom ops (skelcl::graph_conv_fwd, skelcl::graph_conv_bwd_data,
 skelcl::graph_conv_bwd_weight) with fake and autograd registrations, so torch.compile treats them as
 opaque nodes. The kernels also run on CPU tensors under TRITON_INTERPRET=1 (the tests); the interpreter
