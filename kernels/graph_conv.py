@@ -109,6 +109,8 @@ def graph_conv(x, weight, adjacency, bias=None, *, residual=None, activation=Non
     use_triton = (
         x.is_cuda
         and os.environ.get("SKELCL_GRAPH_CONV", "auto") != "reference"
+        and x.dim() == 4
+        and x.shape[3] <= _MAX_V
         and _compute_dtype(x, weight, adjacency, residual) in _TRITON_DTYPES
     )
     fn = graph_conv_triton if use_triton else graph_conv_reference
