@@ -50,3 +50,7 @@ def test_experiment_table(tmp_path, capsys):
     # a second call reuses the finished runs
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["results"] == res
+    # --table-only collects finished runs and runs nothing (the aligned cells do not exist)
+    assert main([args[0], "--table-only", *args[1:], "snippet=[true, aligned]"]) == 0
+    assert json.loads((out / "results.json").read_text())["results"] == res
+    assert not list((out / "runs").glob("*aligned*"))

@@ -61,6 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
     p.add_argument("--config", default="experiment")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     p.set_defaults(func=cmd_experiment)
 
 
@@ -153,7 +154,7 @@ def cmd_experiment(args) -> int:
     from skelcl.train.experiment import run_experiment
 
     table = run_experiment(args.out, data=args.data, config_name=args.config, overrides=args.overrides,
-                           quiet=args.quiet)  # fmt: skip
+                           quiet=args.quiet, table_only=args.table_only)  # fmt: skip
     print(table)
     return 0
 

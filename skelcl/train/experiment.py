@@ -66,7 +66,10 @@ def summarize(results: list, metric: str, protocols) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet=False) -> str:
+def run_experiment(
+    out, data=None, config_name="experiment", overrides=(), quiet=False, table_only=False
+) -> str:
+    """Run (or, with table_only, only collect) every cell; returns the markdown table."""
     from skelcl.data import open_cache
     from skelcl.data.synthetic import generate_cache
     from skelcl.train.demo import demo_configs
@@ -76,7 +79,8 @@ def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet
     exp = config_mod.resolve(config_name, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config_mod.dump(exp))
+    if not table_only:
+        (out / "config.yaml").write_text(config_mod.dump(exp))
     if data is None:
         data = out / "data"
         if not (data / "meta.json").exists() and not data.exists():
@@ -96,6 +100,8 @@ def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet
     def finetune(name, pretrained, proto, seed):
         run = runs / name
         m = _done(run)
+        if m is None and table_only:
+            return None
         if m is None:
             _fresh(run)
             cfg = config_mod.merge(ft0, {"finetune": dict(protocols[proto]), "train": {"seed": seed}})
@@ -110,6 +116,8 @@ def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet
                 tag = f"{method}_{kind}_s{seed}"
                 pre_run = runs / f"pre_{tag}"
                 m = _done(pre_run)
+                if m is None and table_only:
+                    continue
                 if m is None:
                     _fresh(pre_run)
                     cell = {"method": method, "snippet": snippet is not False, "recipe": method}
@@ -120,12 +128,14 @@ def run_experiment(out, data=None, config_name="experiment", overrides=(), quiet
                 pre_stats.append({"row": row_name(method, snippet), "seed": seed, **m["final"]})
                 for proto in protocols:
                     f = finetune(f"ft_{tag}_{proto}", pre_run, proto, seed)
-                    results.append(_result(f, row_name(method, snippet), proto, seed))
+                    if f is not None:
+                        results.append(_result(f, row_name(method, snippet), proto, seed))
         for proto in protocols:
             if protocols[proto].get("protocol") == "linear":
                 continue
             f = finetune(f"ft_scratch_s{seed}_{proto}", None, proto, seed)
-            results.append(_result(f, "random init", proto, seed))
+            if f is not None:
+                results.append(_result(f, "random init", proto, seed))
         _write(out, exp, results, pre_stats, list(protocols))
     return _write(out, exp, results, pre_stats, list(protocols))
 
