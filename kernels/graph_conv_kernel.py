@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 # Tile overrides for tuning runs (scripts/gpu_bench_graph_conv.py): keys "fwd_BO", "fwd_BC", "fwd_BT",
-# "fwd_num_warps", "fwd_num_stages", the same with "dw_", plus "dw_splits".
+# "fwd_num_warps", "fwd_num_stages", "fwd_prefetch", the same with "dw_", plus "dw_splits".
 OVERRIDE: dict = {}
 # None: follow torch.backends.cudnn.allow_tf32 for float32 inputs; else "ieee" or "tf32".
 PRECISION: str | None = None
@@ -76,7 +76,7 @@ def _gc_kernel(
     swk, swo, swc, sak, sav, saw,
     K: tl.constexpr, BO: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, VP: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr, STORE_Y: tl.constexpr,
-    NEED_DA: tl.constexpr, PREC: tl.constexpr, ROUND: tl.constexpr,
+    NEED_DA: tl.constexpr, PREC: tl.constexpr, ROUND: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """Grid (row tiles * output-channel blocks,), the blocks of one tile adjacent (they share its X tiles
     in L2); x, y, residual, xa contiguous (N, C, T, V).
@@ -109,6 +109,15 @@ def _gc_kernel(
     acc = tl.zeros((BO * BT, VP), dtype=tl.float32)
     for k in tl.static_range(K):
         u = tl.zeros((BO, BT * VP), dtype=tl.float32)
+        if PREFETCH:
+            # X rows are 25 joints at arbitrary offsets: no cp.async, so the compiler cannot pipeline
+            # them; load the next channel block into registers before this block's product instead.
+            c = tl.arange(0, BC)
+            xt = tl.load(
+                x_base + c[:, None] * TV + col_off[None, :],
+                mask=(c[:, None] < C_in) & col_ok[None, :],
+                other=0.0,
+            )
         for c0 in range(0, C_in, BC):
             c = c0 + tl.arange(0, BC)
             wt = tl.load(
@@ -116,12 +125,22 @@ def _gc_kernel(
                 mask=(o[:, None] < C_out) & (c[None, :] < C_in),
                 other=0.0,
             )
-            xt = tl.load(
-                x_base + c[:, None] * TV + col_off[None, :],
-                mask=(c[:, None] < C_in) & col_ok[None, :],
-                other=0.0,
-            )
-            u = tl.dot(wt, xt, u, input_precision=PREC)
+            if PREFETCH:
+                cn = c + BC
+                xn = tl.load(
+                    x_base + cn[:, None] * TV + col_off[None, :],
+                    mask=(cn[:, None] < C_in) & col_ok[None, :],
+                    other=0.0,
+                )
+                u = tl.dot(wt, xt, u, input_precision=PREC)
+                xt = xn
+            else:
+                xt = tl.load(
+                    x_base + c[:, None] * TV + col_off[None, :],
+                    mask=(c[:, None] < C_in) & col_ok[None, :],
+                    other=0.0,
+                )
+                u = tl.dot(wt, xt, u, input_precision=PREC)
         ur = tl.reshape(_operand(u, x_ptr, ROUND), (BO * BT, VP))
         ak = tl.load(
             a_ptr + k * sak + vv[:, None] * sav + vv[None, :] * saw,
@@ -151,12 +170,36 @@ def _gc_kernel(
 
 
 @triton.jit
+def _dw_tile(g_ptr, x_ptr, tile, C_in, C_out, T, V, n_tb, num_tiles, qo, qt, jt, jv, c, vv, BT: tl.constexpr):
+    """Row tile `tile` = (n, BT frames) of g as tall (o, t) x v and of x as wide c x (t, v); zeros past the
+    last tile and outside the tensors. The last tile of a split may belong to the next split: only
+    prefetched, never used."""
+    n = (tile // n_tb).to(tl.int64)
+    t0 = (tile % n_tb) * BT
+    t_end = tl.where(tile < num_tiles, T, 0)
+    TV = T * V
+    row_ok = (qo < C_out) & (t0 + qt < t_end)
+    gr = tl.load(
+        g_ptr + n * C_out * TV + qo[:, None] * TV + (t0 + qt)[:, None] * V + vv[None, :],
+        mask=row_ok[:, None] & (vv < V)[None, :],
+        other=0.0,
+    )
+    col_ok = (t0 + jt < t_end) & (jv < V)
+    xt = tl.load(
+        x_ptr + n * C_in * TV + c[:, None] * TV + ((t0 + jt) * V + jv)[None, :],
+        mask=(c[:, None] < C_in) & col_ok[None, :],
+        other=0.0,
+    )
+    return gr, xt
+
+
+@triton.jit
 def _gc_dw_kernel(
     g_ptr, x_ptr, a_ptr, dw_ptr,
     K, C_in, C_out, T, V, n_tb, num_tiles, tiles_per_prog,
     sak, sav, saw,
     BO: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, VP: tl.constexpr,
-    PREC: tl.constexpr, ROUND: tl.constexpr,
+    PREC: tl.constexpr, ROUND: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """Grid (K * out blocks * in blocks, splits); g (N, C_out, T, V), x (N, C_in, T, V) contiguous.
 
@@ -170,7 +213,6 @@ def _gc_dw_kernel(
     rem = pid % (n_ob * n_cb)
     po = rem // n_cb
     pc = rem % n_cb
-    TV = T * V
     j = tl.arange(0, BT * VP)
     jt = j // VP
     jv = j % VP
@@ -186,26 +228,24 @@ def _gc_dw_kernel(
         a_ptr + k * sak + vv[None, :] * sav + vv[:, None] * saw, mask=v_ok[:, None] & v_ok[None, :], other=0.0
     )
     acc = tl.zeros((BO, BC), dtype=tl.float32)
+    tile0 = split * tiles_per_prog
+    if PREFETCH:  # as in _gc_kernel: the next tile's loads are issued before this tile's products
+        gr, xt = _dw_tile(g_ptr, x_ptr, tile0, C_in, C_out, T, V, n_tb, num_tiles, qo, qt, jt, jv, c, vv, BT)
     for i in range(tiles_per_prog):
-        tile = split * tiles_per_prog + i
-        n = (tile // n_tb).to(tl.int64)
-        t0 = (tile % n_tb) * BT
-        t_end = tl.where(tile < num_tiles, T, 0)
-        row_ok = (qo < C_out) & (t0 + qt < t_end)
-        gr = tl.load(
-            g_ptr + n * C_out * TV + qo[:, None] * TV + (t0 + qt)[:, None] * V + vv[None, :],
-            mask=row_ok[:, None] & v_ok[None, :],
-            other=0.0,
-        )
+        if PREFETCH:
+            gn, xn = _dw_tile(
+                g_ptr, x_ptr, tile0 + i + 1, C_in, C_out, T, V, n_tb, num_tiles, qo, qt, jt, jv, c, vv, BT
+            )
+        else:
+            gr, xt = _dw_tile(
+                g_ptr, x_ptr, tile0 + i, C_in, C_out, T, V, n_tb, num_tiles, qo, qt, jt, jv, c, vv, BT
+            )
         h = tl.dot(gr, a_t, input_precision=PREC)  # tall (o, t) x v
         hw = tl.reshape(_operand(h, g_ptr, ROUND), (BO, BT * VP))
-        col_ok = (t0 + jt < t_end) & (jv < V)
-        xt = tl.load(
-            x_ptr + n * C_in * TV + c[:, None] * TV + ((t0 + jt) * V + jv)[None, :],
-            mask=(c[:, None] < C_in) & col_ok[None, :],
-            other=0.0,
-        )
         acc = tl.dot(hw, tl.trans(xt), acc, input_precision=PREC)
+        if PREFETCH:
+            gr = gn
+            xt = xn
     k_off = (split * K + k).to(tl.int64) * C_out * C_in
     tl.store(
         dw_ptr + k_off + o[:, None] * C_in + c[None, :], acc, mask=(o[:, None] < C_out) & (c[None, :] < C_in)
@@ -224,13 +264,15 @@ def fwd_config(c_in, c_out, dtype, device, need_da=False):
     """Tiles of `_gc_kernel`: dict(BO, BC, BT, num_warps, num_stages)."""
     if device.type != "cuda":
         cfg = dict(BO=_pow2(c_out, 16, 32), BC=_pow2(c_in, 16, 32), BT=2, num_warps=1, num_stages=1)
-    elif dtype == torch.float32:
+        cfg["prefetch"] = True
+    elif dtype == torch.float32:  # 4-byte X elements: the compiler pipelines them (cp.async) itself
         bo = _pow2(c_out, 16, 64)
         cfg = dict(BO=bo, BC=_pow2(c_in, 16, 32), BT=2 if need_da else 4, num_warps=8 if bo >= 64 else 4)
-        cfg["num_stages"] = 2
+        cfg.update(num_stages=2, prefetch=False)
     else:
         bo = _pow2(c_out, 16, 64)
         cfg = dict(BO=bo, BC=_pow2(c_in, 16, 64), BT=4, num_warps=8 if bo >= 64 else 4, num_stages=3)
+        cfg["prefetch"] = True
     return {**cfg, **{k[4:]: v for k, v in OVERRIDE.items() if k.startswith("fwd_")}}
 
 
@@ -238,10 +280,12 @@ def dw_config(c_in, c_out, dtype, device):
     """Tiles of `_gc_dw_kernel`: dict(BO, BC, BT, num_warps, num_stages)."""
     if device.type != "cuda":
         cfg = dict(BO=_pow2(c_out, 16, 32), BC=_pow2(c_in, 16, 32), BT=2, num_warps=1, num_stages=1)
+        cfg["prefetch"] = True
     else:
         bo, bc = _pow2(c_out, 16, 64), _pow2(c_in, 16, 64)
         stages = 2 if dtype == torch.float32 else 3
         cfg = dict(BO=bo, BC=bc, BT=4, num_warps=8 if bo * bc >= 64 * 64 else 4, num_stages=stages)
+        cfg["prefetch"] = False  # bf16 with prefetch spilled ~120 bytes (sm_90); the sweep times both
     return {**cfg, **{k[3:]: v for k, v in OVERRIDE.items() if k.startswith("dw_")}}
 
 
@@ -308,7 +352,8 @@ def _launch_gc(x, w, a, bias, residual, relu, xa, need_y, need_da):
         wk.stride(0), wk.stride(1), wk.stride(2), ak.stride(0), ak.stride(1), ak.stride(2),
         K=K, BO=bo, BC=cfg["BC"], BT=bt, VP=vp,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, RELU=relu, STORE_Y=need_y, NEED_DA=need_da,
-        PREC=_precision(x.dtype), ROUND=round_mode, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        PREC=_precision(x.dtype), ROUND=round_mode, PREFETCH=cfg["prefetch"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     if y is not None and y.dtype != out_dtype:
         y = y.to(out_dtype)
@@ -336,7 +381,7 @@ def _launch_dw(g, x, a):
     _gc_dw_kernel[(blocks, splits)](
         gk, xk, ak, dw, K, C_in, C_out, T, V, n_tb, num_tiles, tiles,
         ak.stride(0), ak.stride(1), ak.stride(2),
-        BO=bo, BC=bc, BT=bt, VP=vp, PREC=_precision(x.dtype), ROUND=_round_mode(x),
+        BO=bo, BC=bc, BT=bt, VP=vp, PREC=_precision(x.dtype), ROUND=_round_mode(x), PREFETCH=cfg["prefetch"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     return dw[0] if splits == 1 else dw.sum(0)

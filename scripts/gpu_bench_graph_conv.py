@@ -551,22 +551,22 @@ def section_unit():
 
 
 # --------------------------------------------------------------------------------------------- sweep
-FWD_SWEEP = [  # BO, BC, BT, warps, stages; the first is the default (no register spills on sm_90)
-    (64, 64, 4, 8, 3),
-    (64, 64, 4, 8, 4),
-    (128, 64, 2, 8, 3),
-    (64, 64, 2, 4, 3),
-    (64, 32, 4, 8, 3),
-    (64, 128, 4, 8, 3),
-    (128, 64, 4, 8, 3),
+FWD_SWEEP = [  # BO, BC, BT, warps, stages, prefetch; the first is the default (no spills on sm_90)
+    (64, 64, 4, 8, 3, True),
+    (64, 64, 4, 8, 3, False),
+    (64, 64, 4, 8, 4, True),
+    (128, 64, 2, 8, 3, True),
+    (64, 64, 2, 4, 3, True),
+    (64, 32, 4, 8, 3, True),
+    (128, 64, 4, 8, 3, False),
 ]
 DW_SWEEP = [
-    (64, 64, 4, 8, 3),
-    (64, 64, 4, 8, 4),
-    (64, 128, 4, 8, 3),
-    (128, 64, 4, 8, 3),
-    (64, 64, 2, 4, 3),
-    (128, 128, 4, 8, 2),
+    (64, 64, 4, 8, 3, False),
+    (64, 64, 4, 8, 3, True),
+    (64, 128, 4, 8, 3, False),
+    (128, 64, 4, 8, 3, False),
+    (64, 64, 2, 4, 3, True),
+    (128, 128, 4, 8, 2, False),
 ]
 
 
@@ -580,9 +580,9 @@ def section_sweep():
     best = {}
     sweeps = [("fwd", FWD_SWEEP), ("bwd_data", FWD_SWEEP), ("dw", DW_SWEEP)]
     if ARGS.small:
-        sweeps = [(kind, [(16, 16, 2, 1, 1)]) for kind, _ in sweeps]
+        sweeps = [(kind, [(16, 16, 2, 1, 1, True)]) for kind, _ in sweeps]
     for kind, cfgs in sweeps:
-        for bo, bc, bt, nw, ns in cfgs:
+        for bo, bc, bt, nw, ns, pf in cfgs:
             if time_left() < 60:
                 emit(what="sweep", kind=kind, error="skipped: time budget")
                 return best
@@ -593,8 +593,9 @@ def section_sweep():
                 pre + "BT": bt,
                 pre + "num_warps": nw,
                 pre + "num_stages": ns,
+                pre + "prefetch": pf,
             }
-            rec = dict(what="sweep", case=case, dtype="bf16", kind=kind, cfg=[bo, bc, bt, nw, ns])
+            rec = dict(what="sweep", case=case, dtype="bf16", kind=kind, cfg=[bo, bc, bt, nw, ns, pf])
             try:
                 gck.OVERRIDE.clear()
                 gck.OVERRIDE.update(ov)
