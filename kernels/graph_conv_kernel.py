@@ -25,8 +25,10 @@ which this op replaces) and exact fp32 dots otherwise; `PRECISION` overrides.
 Floors (unit shape N 256, C 256, T 64, V 25, bf16, forward + dX + dW): 530 GFLOP useful, 700 GFLOP with
 the joint padding, about 1.0 ms at the H100's measured 694 TFLOP/s; about 1.5 GB of activations moved,
 0.5 ms at 3 TB/s: compute-bound. Known limit: an X tile row is 25 joints at an arbitrary offset, so
-bf16 tiles cannot travel by cp.async (4-byte minimum) and the c-loop is not software-pipelined for
-bf16 (one shared-memory stage; float32 tiles do get two). Next step if the GPU timings fall short:
+bf16 X tiles cannot travel by cp.async (4-byte minimum) and the compiler does not pipeline them (W
+tiles and float32 tiles it does); PREFETCH issues the next X block's loads into registers before the
+current block's product instead. dA is written per program (one row tile each: a multi-tile loop
+spilled registers), K x VP x VP floats per program. Next step if the GPU timings fall short:
 keep (t, v) contiguous (5 frames = 125 of 128 columns), apply A_k as a 128 x 128 block-diagonal
 matrix (more FLOPs for the A product, but whole-row loads that pipeline / use TMA when T*V*2 % 16 == 0).
 
