@@ -121,8 +121,8 @@ def main(argv=None) -> dict:
         if name != "numpy"
     }
     result = {
-        "what": "sequences/s for sample() + apply() of the aimclr recipe (3 views x 150 frames from 300-frame "
-        "sequences, 2 bodies, float32), medians over interleaved rounds",
+        "what": "sequences/s for sample() + apply() of the aimclr recipe (3 views x 150 frames from 300-frame"
+        " sequences, 2 bodies, float32), medians over interleaved rounds",
         "machine": machine_info(),
         "loadavg_before": load_before,
         "loadavg_after": load_after,
