@@ -41,7 +41,11 @@ def main():
         "frames": frames,
         "seconds": round(seconds, 2),
         "sequences_per_second": round(args.sequences / seconds, 1),
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(), "python": platform.python_version()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+        },
         "load_average_before": os.getloadavg()[0],
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -30,7 +30,9 @@ def test_round_trip(tmp_path, dtype):
     with CacheWriter(tmp_path / "c", CLASSES, dtype=dtype, splits={"xsub": ["train", "test"]},
                      attrs=["subject"]) as w:  # fmt: skip
         for i, (name, joints, labels) in enumerate(seqs):
-            w.add(name, joints, labels, split={"xsub": "train" if i % 2 else "test"}, attrs={"subject": 10 + i})
+            w.add(
+                name, joints, labels, split={"xsub": "train" if i % 2 else "test"}, attrs={"subject": 10 + i}
+            )
     ds = open_cache(tmp_path / "c")
     assert isinstance(ds, Cache) and len(ds) == len(seqs)
     assert ds.classes == CLASSES

@@ -123,12 +123,16 @@ class CacheWriter:
         if joints.ndim == 3:
             joints = joints[:, None]
         if joints.ndim != 4 or joints.shape[2:] != (NUM_JOINTS, 3):
-            raise SkelclError(f"sequence {name!r}: joints must be (T, M, {NUM_JOINTS}, 3), got {joints.shape}")
+            raise SkelclError(
+                f"sequence {name!r}: joints must be (T, M, {NUM_JOINTS}, 3), got {joints.shape}"
+            )
         length, bodies = joints.shape[:2]
         if length < 1:
             raise SkelclError(f"sequence {name!r}: has no frames")
         if bodies > self.max_bodies:
-            raise SkelclError(f"sequence {name!r}: {bodies} bodies, the cache holds at most {self.max_bodies}")
+            raise SkelclError(
+                f"sequence {name!r}: {bodies} bodies, the cache holds at most {self.max_bodies}"
+            )
         if not np.isfinite(joints).all():
             raise SkelclError(f"sequence {name!r}: joints contain NaN or inf")
         if labels is None:
@@ -248,7 +252,9 @@ class Cache:
     ds.split(scheme, part) -> indices; ds.subset(indices) -> Cache; ds.attr(name) -> (len(ds),) int64.
     """
 
-    def __init__(self, path, meta: dict, index: dict, frames: np.ndarray, frame_labels: np.ndarray, rows=None):
+    def __init__(
+        self, path, meta: dict, index: dict, frames: np.ndarray, frame_labels: np.ndarray, rows=None
+    ):
         self.path = Path(path)
         self.meta = meta
         self._index = index
@@ -371,12 +377,16 @@ def open_cache(path) -> Cache:
         if not f.exists():
             raise SkelclError(f"{f}: missing")
         if f.stat().st_size != size:
-            raise SkelclError(f"{f}: {f.stat().st_size} bytes, meta.json records {size}; the cache is damaged")
+            raise SkelclError(
+                f"{f}: {f.stat().st_size} bytes, meta.json records {size}; the cache is damaged"
+            )
     num_frames = int(meta["num_frames"])
     frame_shape = (num_frames, int(meta["max_bodies"]), NUM_JOINTS, 3)
     expected = int(np.prod(frame_shape)) * np.dtype(meta["dtype"]).itemsize
     if meta["bytes"].get("frames.bin") != expected or meta["bytes"].get("labels.bin") != 2 * num_frames:
-        raise SkelclError(f"{meta_path}: byte sizes do not match num_frames={num_frames}; the cache is damaged")
+        raise SkelclError(
+            f"{meta_path}: byte sizes do not match num_frames={num_frames}; the cache is damaged"
+        )
     try:
         with np.load(path / "index.npz", allow_pickle=False) as z:
             index = {k: z[k] for k in z.files}

@@ -62,14 +62,20 @@ def summarize(ds) -> str:
     ]
     if len(ds):
         q = np.percentile(lengths, [0, 50, 100])
-        lines.append(f"length     min {q[0]:.0f}  median {q[1]:.0f}  max {q[2]:.0f}  mean {lengths.mean():.1f}")
+        lines.append(
+            f"length     min {q[0]:.0f}  median {q[1]:.0f}  max {q[2]:.0f}  mean {lengths.mean():.1f}"
+        )
         body_counts = np.bincount(ds.bodies, minlength=ds.max_bodies + 1)
         lines.append("bodies     " + "  ".join(f"{m}: {c}" for m, c in enumerate(body_counts) if c))
     for scheme, parts in ds.split_schemes.items():
         sizes = "  ".join(f"{part} {len(ds.split(scheme, part))}" for part in parts)
         lines.append(f"split      {scheme}: {sizes}")
     labels = np.asarray(ds.frame_labels)
-    counts = np.bincount(labels[labels >= 0], minlength=ds.num_classes) if labels.size else np.zeros(ds.num_classes)
+    counts = (
+        np.bincount(labels[labels >= 0], minlength=ds.num_classes)
+        if labels.size
+        else np.zeros(ds.num_classes)
+    )
     unlabeled = int((labels < 0).sum())
     total = max(int(labels.size), 1)
     lines.append("classes    (frames, share)")

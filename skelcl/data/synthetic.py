@@ -177,11 +177,15 @@ def _walk(t, dur, u, s):
 
 
 def _jog(t, dur, u, s):
-    return _gait(t, u, s, freq=1.25, hip=0.50, knee=1.15, arm=0.45, elbow=0.85, lean=0.08, bob=0.04, speed=1.8)
+    return _gait(
+        t, u, s, freq=1.25, hip=0.50, knee=1.15, arm=0.45, elbow=0.85, lean=0.08, bob=0.04, speed=1.8
+    )
 
 
 def _run(t, dur, u, s):
-    return _gait(t, u, s, freq=1.50, hip=0.62, knee=1.35, arm=0.55, elbow=1.05, lean=0.12, bob=0.06, speed=2.2)
+    return _gait(
+        t, u, s, freq=1.50, hip=0.62, knee=1.35, arm=0.55, elbow=1.05, lean=0.12, bob=0.06, speed=2.2
+    )
 
 
 def _rest(t, u, s, sway=1.0):
@@ -223,7 +227,9 @@ def _jump(t, dur, u, s):
     out = _rest(t, u, s, sway=0.3)
     period = 0.8 + 0.3 * u[:, 0]
     c = np.mod(t, period) / period
-    crouch = np.where(c < 0.35, np.sin(np.pi * c / 0.35), 0.0) + np.where(c > 0.8, np.sin(np.pi * (c - 0.8) / 0.2) * 0.5, 0)
+    crouch = np.where(c < 0.35, np.sin(np.pi * c / 0.35), 0.0) + np.where(
+        c > 0.8, np.sin(np.pi * (c - 0.8) / 0.2) * 0.5, 0
+    )
     flight = np.where((c >= 0.35) & (c < 0.75), np.sin(np.pi * (c - 0.35) / 0.4), 0.0)
     height = (0.15 + 0.2 * u[:, 1]) * s[:, 1]
     out[:, D["bob"]] = height * flight
@@ -424,8 +430,18 @@ def _plan(rng, length, cfg: SynthConfig, motions=None):
 def _frame_tracks(runs, transitions, length):
     """Per-frame motion tracks for one body: (motion_a, t_a, dur_a, run_a, motion_b, t_b, dur_b, run_b,
     weight_b, label), arrays of `length`; runs are numbered 0.. within the body."""
-    ma, ta, da, ra = (np.zeros(length, np.int64), np.zeros(length), np.ones(length), np.zeros(length, np.int64))
-    mb, tb, db, rb = (np.zeros(length, np.int64), np.zeros(length), np.ones(length), np.zeros(length, np.int64))
+    ma, ta, da, ra = (
+        np.zeros(length, np.int64),
+        np.zeros(length),
+        np.ones(length),
+        np.zeros(length, np.int64),
+    )
+    mb, tb, db, rb = (
+        np.zeros(length, np.int64),
+        np.zeros(length),
+        np.ones(length),
+        np.zeros(length, np.int64),
+    )
     w = np.zeros(length)
     label = np.full(length, BACKGROUND, np.int64)
     pos = 0
@@ -493,11 +509,19 @@ def forward_kinematics(dof, heading, position, bones):
     J[:, 2] = J[:, 20] + b(2) * head_dir
     J[:, 3] = J[:, 2] + b(3) * head_dir
     beta = 0.15
-    for side, sh, el, wr, ha, tip, th, s in (("l", 4, 5, 6, 7, 21, 22, 1.0), ("r", 8, 9, 10, 11, 23, 24, -1.0)):
+    for side, sh, el, wr, ha, tip, th, s in (
+        ("l", 4, 5, 6, 7, 21, 22, 1.0),
+        ("r", 8, 9, 10, 11, 23, 24, -1.0),
+    ):
         J[:, sh] = J[:, 20] + b(sh) * (s * np.cos(beta) * Lu - np.sin(beta) * Uu)
         upper = _limb(c(f"sh_flex_{side}"), c(f"sh_abd_{side}"), s, Fu, Lu, Uu)
         fore = _limb(
-            c(f"sh_flex_{side}") + c(f"elbow_{side}"), c(f"sh_abd_{side}") + c(f"fore_abd_{side}"), s, Fu, Lu, Uu
+            c(f"sh_flex_{side}") + c(f"elbow_{side}"),
+            c(f"sh_abd_{side}") + c(f"fore_abd_{side}"),
+            s,
+            Fu,
+            Lu,
+            Uu,
         )
         J[:, el] = J[:, sh] + b(el) * upper
         J[:, wr] = J[:, el] + b(wr) * fore
@@ -526,7 +550,14 @@ def _segment_cumsum(values, starts):
 
 
 def _rotation(yaw, pitch, roll):
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    cy, sy, cp, sp, cr, sr = (
+        np.cos(yaw),
+        np.sin(yaw),
+        np.cos(pitch),
+        np.sin(pitch),
+        np.cos(roll),
+        np.sin(roll),
+    )
     Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     Rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     Rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
@@ -552,7 +583,11 @@ def _generate_chunk(indices, seed, cfg: SynthConfig, subjects, noise: bool = Tru
         runs, trans = _plan(rng, length, cfg)
         body_plans = [(subject, runs, trans)]
         if rng.random() < cfg.two_body_prob:
-            other = int((subject + 1 + rng.integers(len(subjects) - 1)) % len(subjects)) if len(subjects) > 1 else 0
+            other = (
+                int((subject + 1 + rng.integers(len(subjects) - 1)) % len(subjects))
+                if len(subjects) > 1
+                else 0
+            )
             body_plans.append((other, *_plan(rng, length, cfg, motions=DISTRACTOR_MOTIONS)))
         info = {
             "index": i, "length": length, "subject": subject, "runs": runs, "transitions": trans,
@@ -616,7 +651,9 @@ def _generate_chunk(indices, seed, cfg: SynthConfig, subjects, noise: bool = Tru
         centre = seq_joints[:, 0, 0].mean(axis=0)
         R = _rotation(rng.uniform(-0.4, 0.4), rng.uniform(-0.25, 0.25), rng.uniform(-0.05, 0.05))
         offset = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-1.0, -0.7), rng.uniform(2.5, 4.0)])
-        seq_joints = (seq_joints - centre * np.array([1, 0, 1], np.float32)) @ R.T.astype(np.float32) + offset.astype(np.float32)
+        seq_joints = (seq_joints - centre * np.array([1, 0, 1], np.float32)) @ R.T.astype(
+            np.float32
+        ) + offset.astype(np.float32)
         sigma = float(rng.uniform(*cfg.noise_sigma)) if noise else 0.0
         if sigma > 0:
             seq_joints = seq_joints + sigma * rng.standard_normal(seq_joints.shape, dtype=np.float32)
@@ -648,11 +685,20 @@ def segments_of(labels, background: int = BACKGROUND):
         return []
     change = np.flatnonzero(np.diff(labels)) + 1
     bounds = np.concatenate([[0], change, [len(labels)]])
-    return [(int(labels[a]), int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if labels[a] != background]
+    return [
+        (int(labels[a]), int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if labels[a] != background
+    ]
 
 
-def generate(num_sequences: int, seed: int = 0, *, config: SynthConfig | None = None, start: int = 0,
-             chunk: int = 256, noise: bool = True):
+def generate(
+    num_sequences: int,
+    seed: int = 0,
+    *,
+    config: SynthConfig | None = None,
+    start: int = 0,
+    chunk: int = 256,
+    noise: bool = True,
+):
     """Yield SynthSequence objects number start .. start + num_sequences - 1 of this seed's dataset.
 
     Sequence i is the same whatever `start`, `num_sequences` or `chunk` are. noise=False turns off sensor
@@ -670,8 +716,16 @@ def generate(num_sequences: int, seed: int = 0, *, config: SynthConfig | None = 
         yield from _generate_chunk(range(lo, hi), seed, cfg, subjects, noise=noise)
 
 
-def generate_cache(out, num_sequences: int, seed: int = 0, *, config: SynthConfig | None = None,
-                   dtype: str = "float32", overwrite: bool = False, progress: bool = True) -> Path:
+def generate_cache(
+    out,
+    num_sequences: int,
+    seed: int = 0,
+    *,
+    config: SynthConfig | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write `num_sequences` synthetic sequences into a cache at `out` (split scheme "xsub": train/test by
     subject; attributes subject and bodies)."""
     from tqdm import tqdm
