@@ -27,8 +27,8 @@ from skelcl.train.run import (
     autocast,
     make_optimizer,
     make_scheduler,
+    resume_state,
     rng_state,
-    set_rng_state,
     set_threads,
 )
 
@@ -77,15 +77,7 @@ def run_pretrain(
     scheduler = make_scheduler(optimizer, t)
     start, history = 0, []
     if resume:
-        st = checkpoint.load(run.checkpoint, map_location=device)
-        if st.get("kind") != "pretrain":
-            raise SkelclError(f"{run.checkpoint} is not a pretraining checkpoint")
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        start, history = int(st["epoch"]), list(st["history"])
-        set_rng_state(st["rng"])
-        run.log(f"resumed from {run.checkpoint} after epoch {start}")
+        start, history = resume_state(run, "pretrain", model, optimizer, scheduler, device)
     ddp = wrap(model, device)
     epochs = int(t["epochs"])
     bs = int(t["batch_size"])

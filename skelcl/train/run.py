@@ -123,6 +123,23 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def resume_state(run, kind: str, model, optimizer, scheduler, device) -> tuple[int, list]:
+    """Restore model, optimizer, scheduler and RNG state from `run`'s checkpoint of the given kind
+    ("pretrain" or "localizer"); returns (epochs done, metric history)."""
+    from skelcl.train import checkpoint
+
+    st = checkpoint.load(run.checkpoint, map_location=device)
+    if st.get("kind") != kind:
+        raise SkelclError(f"{run.checkpoint} is a {st.get('kind')!r} checkpoint, expected {kind!r}")
+    model.load_state_dict(st["model"])
+    optimizer.load_state_dict(st["optimizer"])
+    scheduler.load_state_dict(st["scheduler"])
+    set_rng_state(st["rng"])
+    start = int(st["epoch"])
+    run.log(f"resumed from {run.checkpoint} after epoch {start}")
+    return start, list(st["history"])
+
+
 def set_threads(n: int) -> None:
     if n and n > 0:
         torch.set_num_threads(int(n))
