@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from skelcl.errors import SkelclError
 from skelcl.models import Backbone, Localizer, MoCo, RingQueue, UFusion, layer_lengths
-from skelcl.models.moco import snippet_info_nce
+from skelcl.models.moco import match_snippets, snippet_info_nce
 
 torch.set_num_threads(2)
 
@@ -111,6 +111,8 @@ def _dense_snippet_loss(zq, zk, queue, matched, tau, exclude):
     losses = []
     for b in range(B):
         for s in range(S):
+            if matched[b, s] < 0:  # no positive: not part of the loss
+                continue
             qv = zq[b * S + s]
             logits, pos = [], None
             for v in range(zk.shape[0] // S):
@@ -140,6 +142,17 @@ def test_snippet_loss_matches_dense_float64(exclude, with_queue):
     got = snippet_info_nce(zq, zk, queue, matched, 0.2, exclude)
     want = _dense_snippet_loss(zq, zk, queue, matched, 0.2, exclude)
     assert abs(float(got) - want) < 1e-9
+    matched[0, 1] = matched[2, 0] = matched[2, 3] = -1  # query snippets without a temporal counterpart
+    got = snippet_info_nce(zq, zk, queue, matched, 0.2, exclude)
+    want = _dense_snippet_loss(zq, zk, queue, matched, 0.2, exclude)
+    assert abs(float(got) - want) < 1e-9
+
+
+def test_snippet_loss_without_any_positive_is_zero_with_zero_gradient():
+    zq = torch.randn(6, 4, requires_grad=True)
+    loss = snippet_info_nce(zq, torch.randn(6, 4), None, torch.full((2, 3), -1), 0.1)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.count_nonzero(zq.grad) == 0
 
 
 def _moco(method="skeletonclr", snippet=True, **kw):
@@ -200,11 +213,36 @@ def test_moco_errors():
         _moco(match="aligned")([_x(T=16), _x(T=16)])
 
 
-def test_snippet_matching_rules():
-    """cosine and aligned matching run; aligned needs the alignment table, feature/cosine report accuracy."""
+def test_match_snippets_feature_and_cosine_against_loops():
+    """feature: argmax of raw dot products; cosine: of unit vectors. A key snippet with a large norm wins
+    every feature match but not the cosine one."""
+    g = torch.Generator().manual_seed(3)
+    B, C, S = 2, 5, 4
+    sq, sk = torch.randn(B, C, S, generator=g), torch.randn(B, C, S, generator=g)
+    sk[0, :, 2] = sq[0, :, 0] * 0.1 + 0.05  # points where query snippet 0 points, but short ...
+    sk[0, :, 3] = sq[0, :, 1] * 50.0  # ... while this one is long
+    for rule in ("feature", "cosine"):
+        got = match_snippets(sq, sk, rule)
+        for b in range(B):
+            for s in range(S):
+                sims = []
+                for j in range(S):
+                    a, k = sq[b, :, s].double(), sk[b, :, j].double()
+                    sims.append(float(a @ k / (a.norm() * k.norm() if rule == "cosine" else 1.0)))
+                assert int(got[b, s]) == int(np.argmax(sims)), (rule, b, s)
+    assert int(match_snippets(sq, sk, "cosine")[0, 0]) == 2
+    assert int(match_snippets(sq, sk, "feature")[0, 0]) == 3
+    with pytest.raises(SkelclError, match="rule"):
+        match_snippets(sq, sk, "aligned")
+
+
+def test_snippet_matching_rules_in_moco():
+    """aligned needs the table and uses it as the positives; -1 entries drop out; statistics are reported."""
     views = [_x(B=2, T=16, seed=1), _x(B=2, T=16, seed=2)]
-    align = torch.tensor([[2, 1, 0], [0, 0, 1]])
+    align = torch.tensor([[2, 1, 0], [0, -1, 1]])
     _, stats = _moco(match="cosine")(views, align=align)
     assert 0.0 <= stats["snippet_match_acc"] <= 1.0
-    _, stats2 = _moco(match="aligned")(views, align=align)
-    assert stats2["snippet_match_acc"] == 1.0 or stats2["loss_snippet"] > 0
+    assert stats["snippet_aligned_share"] == pytest.approx(5 / 6)
+    loss_a, stats_a = _moco(match="aligned")(views, align=align)
+    loss_b, stats_b = _moco(match="aligned")(views, align=torch.tensor([[2, 1, 0], [0, 2, 1]]))
+    assert stats_a["loss_snippet"] > 0 and stats_a["loss_snippet"] != stats_b["loss_snippet"]

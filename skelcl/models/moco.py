@@ -13,7 +13,8 @@ With f = backbone output (B, C, T', V), q = normalize(GlobalHead(f_q)), k = norm
                           has positive key snippet (b, j*),
                           j* = argmax_j <pool_S(f_q)[b, :, s], pool_S(f_k)[b, :, j]>
                           (un-normalized backbone features, "feature", DenseCL-style; "cosine": of the
-                          L2-normalized features) or the temporally aligned snippet ("aligned");
+                          L2-normalized features) or the temporally aligned snippet ("aligned"; query
+                          snippets showing time the key view does not cover have none and are left out);
                           negatives: key snippets of the other videos in the batch and the snippet queue;
                           other snippets of the same video are left out (q_group/k_group = video id)
                           unless exclude_same_video is False.
@@ -82,22 +83,40 @@ def _rank_world():
     return 0, 1
 
 
+def match_snippets(sq: torch.Tensor, sk: torch.Tensor, rule: str = "feature") -> torch.Tensor:
+    """Feature-similarity positives. sq, sk (B, C, S) pooled backbone features of the query and key views ->
+    (B, S) long: j*(b, s) = argmax_j <sq[b, :, s], sk[b, :, j]> ("feature", DenseCL: un-normalized, so
+    high-norm key snippets attract every query) or the same with both L2-normalized over C ("cosine")."""
+    sq, sk = sq.detach().float(), sk.detach().float()
+    if rule == "cosine":
+        sq, sk = F.normalize(sq, dim=1), F.normalize(sk, dim=1)
+    elif rule != "feature":
+        raise SkelclError(f"match_snippets: rule must be 'feature' or 'cosine', got {rule!r}")
+    return torch.einsum("bcs,bct->bst", sq, sk).argmax(dim=2)
+
+
 def snippet_info_nce(zq, zk, queue, matched, temperature, exclude_same_video=True, offset=0):
     """Snippet InfoNCE. zq (B*S, d) query snippets of this rank's videos (row b*S + s), zk (B_all*S, d) key
     snippets of all ranks' videos (video v at rows v*S .. v*S + S-1), queue (Q, d) or None, matched (B, S)
-    long: key snippet of the same video that is query (b, s)'s positive; offset: index of this rank's first
-    video in zk. Loss of query (b, s): -log exp(s_pos) / sum over kept keys exp(s), s = <zq, key> / tau;
-    kept = key snippets of other videos + queue (+ the own video's snippets if not exclude_same_video)."""
+    long: key snippet of the same video that is query (b, s)'s positive, or -1 for a query snippet without
+    one (it is left out of the loss); offset: index of this rank's first video in zk. Loss of query (b, s):
+    -log exp(s_pos) / sum over kept keys exp(s), s = <zq, key> / tau; kept = key snippets of other videos
+    + queue (+ the own video's snippets if not exclude_same_video); the mean over the queries with a
+    positive (0 with a zero gradient when there is none)."""
     B, S = matched.shape
     video = torch.arange(B, device=zq.device) + offset
     positive = (video[:, None] * S + matched).reshape(-1)
+    keep = (matched >= 0).reshape(-1)
     q_group = k_group = None
     if exclude_same_video:
-        q_group = video.repeat_interleave(S)
+        q_group = video.repeat_interleave(S)[keep]
         k_group = torch.arange(zk.shape[0] // S, device=zq.device).repeat_interleave(S)
+    if not bool(keep.any()):
+        return zq.sum() * 0.0
     return info_nce(
-        zq, zk, queue, positive=positive, q_group=q_group, k_group=k_group, temperature=temperature
-    )
+        zq[keep], zk, queue, positive=positive[keep], q_group=q_group, k_group=k_group,
+        temperature=temperature,
+    )  # fmt: skip
 
 
 class MoCo(nn.Module):
@@ -223,12 +242,14 @@ class MoCo(nn.Module):
             with torch.no_grad():
                 sk = snippet_features(fk, S)
                 zk = F.normalize(self.snip_k(sk), dim=1).transpose(1, 2).reshape(B * S, -1)
-                matched = torch.einsum("bcs,bct->bst", sq.detach().float(), sk.float()).argmax(
-                    dim=2
-                )  # (B, S)
+            # Feature matching (also computed under "aligned", for the agreement statistic).
+            matched = match_snippets(sq, sk, "feature" if self.match == "aligned" else self.match)
             if align is not None:
                 align = align.to(q.device)
-                stats["snippet_match_acc"] = float((matched == align).float().mean())
+                has = align >= 0  # query snippets with a temporal counterpart in the key view
+                if bool(has.any()):
+                    stats["snippet_match_acc"] = float((matched == align)[has].float().mean())
+                stats["snippet_aligned_share"] = float(has.float().mean())
             if self.match == "aligned":
                 if align is None:
                     raise SkelclError("pretrain.match 'aligned' needs the views' frame alignment")

@@ -8,6 +8,8 @@ exactly the data (and augmentations) of an uninterrupted run, without saving Gen
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -74,22 +76,38 @@ def step_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
 
 
 def snippet_alignment(params, num_snippets: int, query: int = 0, key: int = 1) -> np.ndarray:
-    """(B, S) int64: for each query snippet, the key snippet whose mean source frame is nearest.
+    """(B, S) int64: for each query snippet, the key snippet whose mean source frame is nearest, or -1 when
+    the query snippet has no counterpart in the key view.
 
-    Snippet s of a T-frame view covers the adaptive-pooling bin [floor(s T / S), ceil((s + 1) T / S))."""
-    sq = augment.source_frames(params, query).astype(np.float64)
-    sk = augment.source_frames(params, key).astype(np.float64)
+    Snippet s of a T-frame view covers the adaptive-pooling bin [floor(s T / S), ceil((s + 1) T / S)); its
+    centre is the mean of its source frames. A query snippet has no counterpart when its centre lies more
+    than one frame outside the source-frame range [min, max] of the nearest key snippet: with the 1x / 2x
+    tempo views, the 2x view spans twice the time of the 1x view, so about half of its snippets show
+    motion the 1x view never saw, and pairing them with the nearest edge snippet would be a wrong positive."""
 
-    def centers(src):
+    def bins(view):
+        src = augment.source_frames(params, view).astype(np.float64)
+        src[src < 0] = np.nan  # padding frames show no sequence frame
         T = src.shape[1]
-        out = np.empty((src.shape[0], num_snippets))
-        for s in range(num_snippets):
-            a, b = (s * T) // num_snippets, -((-(s + 1) * T) // num_snippets)
-            out[:, s] = src[:, a:b].mean(axis=1)
+        out = np.full((3, src.shape[0], num_snippets), np.nan)  # centre, min, max
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-padding bins stay NaN
+            for s in range(num_snippets):
+                a, b = (s * T) // num_snippets, -((-(s + 1) * T) // num_snippets)
+                out[0, :, s] = np.nanmean(src[:, a:b], axis=1)
+                out[1, :, s] = np.nanmin(src[:, a:b], axis=1)
+                out[2, :, s] = np.nanmax(src[:, a:b], axis=1)
         return out
 
-    cq, ck = centers(sq), centers(sk)
-    return np.abs(cq[:, :, None] - ck[:, None, :]).argmin(axis=2)
+    cq = bins(query)[0]
+    ck, lo, hi = bins(key)
+    dist = np.abs(cq[:, :, None] - ck[:, None, :])
+    nearest = np.where(np.isnan(dist), np.inf, dist).argmin(axis=2)
+    lo = np.take_along_axis(lo, nearest, axis=1)
+    hi = np.take_along_axis(hi, nearest, axis=1)
+    with np.errstate(invalid="ignore"):
+        inside = (cq >= lo - 1.0) & (cq <= hi + 1.0)  # False where anything is NaN
+    return np.where(inside, nearest, -1).astype(np.int64)
 
 
 def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
