@@ -1,7 +1,9 @@
 """`skelcl experiment`: the paper's table shape on the synthetic benchmark.
 
 Cells: {SkeletonCLR, AimCLR-style} x {without, with snippet loss} pretraining (`snippet` entries: false,
-true, or a matching rule "aligned" / "cosine" for a snippet-loss variant), each evaluated under the
+true, a matching rule "aligned" / "cosine", or a mapping {label: NAME, <pretrain.* keys>} for any other
+snippet-loss variant, e.g. {label: "aligned, all negatives", match: aligned, exclude_same_video: false}),
+each evaluated under the
 protocols of the config (linear, finetune, 20 % labels), plus random init (every protocol but linear), for
 each seed; the table shows mean +- sample standard deviation over seeds of the chosen metric (in %).
 Every run has its own directory under OUT/runs/; a run whose metrics.json already holds final figures is
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skelcl.errors import SkelclError
 from skelcl.train import config as config_mod
 
 NAMES = {"skeletonclr": "SkeletonCLR", "aimclr": "AimCLR-style"}
@@ -37,13 +40,31 @@ def _fresh(run: Path) -> None:
         shutil.rmtree(run)
 
 
+def variant(snippet) -> tuple[str, dict, str]:
+    """A `snippet` entry -> (label or "", pretrain overrides, run-name tag)."""
+    if snippet is False:
+        return "", {"snippet": False}, "nosnip"
+    if snippet is True:
+        return "", {"snippet": True}, "snip"
+    if isinstance(snippet, str):
+        return snippet, {"snippet": True, "match": snippet}, f"snip{snippet}"
+    if isinstance(snippet, dict) and snippet.get("label"):
+        cell = {k: v for k, v in snippet.items() if k != "label"}
+        label = str(snippet["label"])
+        tag = "snip" + "".join(c if c.isalnum() else "-" for c in label.lower())
+        return label, {"snippet": True, **cell}, tag
+    raise SkelclError(f"experiment: snippet entries are false, true, a match name or a mapping with a "
+                      f"label, got {snippet!r}")  # fmt: skip
+
+
 def row_name(method: str | None, snippet) -> str:
-    """snippet: False, True (the config's default matching) or a matching name ("aligned", "cosine")."""
+    """snippet: an entry of the config's `snippet` list (see variant)."""
     if method is None:
         return "random init"
-    if snippet is True:
-        return NAMES[method] + " + snippet"
-    return NAMES[method] + (f" + snippet ({snippet})" if snippet else "")
+    label, cell, _ = variant(snippet)
+    if not cell["snippet"]:
+        return NAMES[method]
+    return NAMES[method] + " + snippet" + (f" ({label})" if label else "")
 
 
 def summarize(results: list, metric: str, protocols) -> str:
@@ -112,7 +133,7 @@ def run_experiment(
     for seed in exp["seeds"]:
         for method in exp["methods"]:
             for snippet in exp["snippet"]:
-                kind = "nosnip" if snippet is False else "snip" if snippet is True else f"snip{snippet}"
+                _, cell, kind = variant(snippet)
                 tag = f"{method}_{kind}_s{seed}"
                 pre_run = runs / f"pre_{tag}"
                 m = _done(pre_run)
@@ -120,9 +141,7 @@ def run_experiment(
                     continue
                 if m is None:
                     _fresh(pre_run)
-                    cell = {"method": method, "snippet": snippet is not False, "recipe": method}
-                    if isinstance(snippet, str):
-                        cell["match"] = snippet
+                    cell = {**cell, "method": method, "recipe": method}
                     cfg = config_mod.merge(pre0, {"pretrain": cell, "train": {"seed": seed}})
                     m = run_pretrain(cfg, pre_run, quiet=quiet)
                 pre_stats.append({"row": row_name(method, snippet), "seed": seed, **m["final"]})
