@@ -3,9 +3,13 @@
 import copy
 
 import numpy as np
+import pytest
 
 from skelcl import augment
-from skelcl.train.data import epoch_batches, snippet_alignment
+from skelcl.data import open_cache
+from skelcl.data.synthetic import SynthConfig, generate_cache
+from skelcl.errors import SkelclError
+from skelcl.train.data import SequenceStore, epoch_batches, snippet_alignment
 
 
 def _params(seed=0, B=6):
@@ -72,3 +76,25 @@ def test_epoch_batches_cover_the_data_once_and_depend_on_epoch():
     b = epoch_batches(10, 4, seed=1, epoch=1, drop_last=False)
     assert not all(np.array_equal(x, y) for x, y in zip(a, b))
     assert all(np.array_equal(x, y) for x, y in zip(a, epoch_batches(10, 4, 1, 0, drop_last=False)))
+
+
+def test_sequence_store_keeps_at_most_max_bytes_and_returns_the_same_data(tmp_path):
+    """A bounded store drops least recently used sequences but serves exactly what an unbounded one does."""
+    data = generate_cache(tmp_path / "c", 8, 1, config=SynthConfig(length=(40, 60)), progress=False)
+    cache = open_cache(data)
+    full = SequenceStore(cache)
+    sizes = [full.get(i)[0].nbytes + full.get(i)[1].nbytes for i in range(len(cache))]
+    assert full.kept_bytes == sum(sizes)
+    budget = max(sizes) * 3
+    small = SequenceStore(cache, max_bytes=budget)
+    order = [0, 1, 2, 3, 0, 4, 5, 6, 7, 2, 0]
+    for i in order:
+        j, lab = small.get(i)
+        assert np.array_equal(j, full.get(i)[0]) and np.array_equal(lab, full.get(i)[1])
+        assert small.kept_bytes <= budget
+    assert 0 in small._kept  # the most recent visit survives
+    none = SequenceStore(cache, max_bytes=0)
+    none.get(3)
+    assert none.kept_bytes == 0 and len(none._kept) == 0
+    with pytest.raises(SkelclError, match="memory_mb"):
+        SequenceStore.from_config(cache, {"bodies": 1, "memory_mb": -1})

@@ -9,6 +9,7 @@ exactly the data (and augmentations) of an uninterrupted run, without saving Gen
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -21,26 +22,50 @@ from skelcl.train.distributed import shard, world_info
 
 class SequenceStore:
     """Normalized joints and labels of the sequences of one cache view (positions 0..len-1); batches hold
-    the first `bodies` body slots (default: all of the cache's)."""
+    the first `bodies` body slots (default: all of the cache's).
 
-    def __init__(self, cache, bodies: int | None = None):
+    Normalized sequences are kept in memory up to `max_bytes` (least recently used dropped first), so a
+    collection larger than that streams from the memory-mapped cache and is normalized again on each
+    visit instead of filling the RAM. max_bytes 0 keeps nothing; None keeps everything."""
+
+    def __init__(self, cache, bodies: int | None = None, max_bytes: int | None = 4 << 30):
         self.cache = cache
         self.bodies = cache.max_bodies if bodies is None else max(1, min(int(bodies), cache.max_bodies))
-        self._joints: dict[int, np.ndarray] = {}
-        self._labels: dict[int, np.ndarray] = {}
+        self.max_bytes = max_bytes
+        self._kept: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.kept_bytes = 0
+
+    @classmethod
+    def from_config(cls, cache, data_cfg: dict) -> SequenceStore:
+        """The store for a run's `data` section (bodies, memory_mb)."""
+        mb = data_cfg.get("memory_mb", 4096)
+        if not isinstance(mb, int) or isinstance(mb, bool) or mb < 0:
+            raise SkelclError(f"data.memory_mb must be an integer >= 0, got {mb!r}")
+        return cls(cache, data_cfg["bodies"], max_bytes=mb << 20)
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i not in self._joints:
-            seq = self.cache[i]
-            try:
-                self._joints[i] = normalize_sequence(seq.joints)
-            except SkelclError as err:
-                raise SkelclError(f"{self.cache.path}: sequence {seq.name}: {err}") from None
-            self._labels[i] = seq.labels
-        return self._joints[i], self._labels[i]
+        """(joints float32 (T, M, 25, 3) NTU-normalized, labels int (T,)) of sequence i."""
+        hit = self._kept.get(i)
+        if hit is not None:
+            self._kept.move_to_end(i)
+            return hit
+        seq = self.cache[i]
+        try:
+            joints = normalize_sequence(seq.joints)
+        except SkelclError as err:
+            raise SkelclError(f"{self.cache.path}: sequence {seq.name}: {err}") from None
+        item = (joints, np.array(seq.labels))
+        size = joints.nbytes + item[1].nbytes
+        if self.max_bytes is None or size <= self.max_bytes:
+            self._kept[i] = item
+            self.kept_bytes += size
+            while self.max_bytes is not None and self.kept_bytes > self.max_bytes:
+                _, (j, lab) = self._kept.popitem(last=False)
+                self.kept_bytes -= j.nbytes + lab.nbytes
+        return item
 
     def batch(self, positions, max_frames=None, rng=None):
         """Zero-padded float32 (B, T, M, 25, 3), lengths (B,), labels (B, T) int64 (-1 = padding/unlabeled).

@@ -109,11 +109,11 @@ def run_finetune(
     torch.manual_seed(seed)
     run = RunDir(out, cfg, resume=resume, quiet=quiet)
     train_cache = open_split(cfg["data"], "train_part")
-    test_store = SequenceStore(open_split(cfg["data"], "test_part"), cfg["data"]["bodies"])
+    test_store = SequenceStore.from_config(open_split(cfg["data"], "test_part"), cfg["data"])
     if train_cache.classes != test_store.cache.classes:
         raise SkelclError("train and test parts have different class lists")
     labeled = label_subset(len(train_cache), float(f["label_fraction"]), seed)
-    store = SequenceStore(train_cache.subset(labeled), cfg["data"]["bodies"])
+    store = SequenceStore.from_config(train_cache.subset(labeled), cfg["data"])
     num_outputs = train_cache.num_classes
     model, bcfg = build_localizer(cfg, num_outputs)
     model.to(device)

@@ -70,7 +70,7 @@ def run_pretrain(
     seed = int(t["seed"])
     torch.manual_seed(seed)
     run = RunDir(out, cfg, resume=resume, quiet=quiet)
-    store = SequenceStore(open_split(cfg["data"]), cfg["data"]["bodies"])
+    store = SequenceStore.from_config(open_split(cfg["data"]), cfg["data"])
     recipe = augment.load_recipe(cfg["pretrain"]["recipe"])
     model = build_moco(cfg).to(device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
