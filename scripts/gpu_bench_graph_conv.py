@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from _gpu_common import Bench, kernels_from_tree, rel
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {  # (row, dtype) -> target: issue 6, H100
@@ -86,9 +86,10 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-DEV = "cpu" if ARGS.small else "cuda"
-T0 = time.time()
-RECORDS: list[dict] = []
+RUN = Bench(ARGS.out, "cpu" if ARGS.small else "cuda", ARGS.budget_s, small=ARGS.small)
+DEV = RUN.device
+emit, time_left, sync, bench_ms = RUN.emit, RUN.time_left, RUN.sync, RUN.bench_ms
+peak_extra_mib, free = RUN.peak_extra_mib, RUN.free
 
 
 def import_kernels():
@@ -98,80 +99,12 @@ def import_kernels():
 
         return kernels
     except ImportError:
-        pass
-    sys.path.insert(0, str(ROOT))
-    import skelcl
-
-    spec = importlib.util.spec_from_file_location(
-        "skelcl.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["skelcl.kernels"] = mod
-    skelcl.kernels = mod
-    spec.loader.exec_module(mod)
-    return mod
+        return kernels_from_tree(ROOT)
 
 
 import_kernels()
 import skelcl.kernels.graph_conv_kernel as gck  # noqa: E402
 from skelcl.kernels import fold_batchnorm, graph_conv_reference, graph_conv_triton  # noqa: E402
-
-
-# ---------------------------------------------------------------------------------------------- utils
-def emit(**kw):
-    kw["t_s"] = round(time.time() - T0, 1)
-    RECORDS.append(kw)
-    print(json.dumps(kw), flush=True)
-    out = Path(ARGS.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(RECORDS, indent=1))
-    tmp.replace(out)
-
-
-def time_left():
-    return ARGS.budget_s - (time.time() - T0)
-
-
-def sync():
-    if DEV == "cuda":
-        torch.cuda.synchronize()
-
-
-def bench_ms(fn, rep_ms=200):
-    """Median milliseconds: triton do_bench on the GPU, one perf_counter run on the CPU (--small)."""
-    if DEV == "cuda":
-        from triton.testing import do_bench
-
-        return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
-    times = []
-    for _ in range(1 if ARGS.small else 3):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return sorted(times)[len(times) // 2]
-
-
-def peak_extra_mib(fn):
-    if DEV != "cuda":
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def free():
-    if DEV == "cuda":
-        torch.cuda.empty_cache()
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
 def compile_fn(m):
@@ -701,7 +634,7 @@ def section_backbone():
 
 # ---------------------------------------------------------------------------------------------- table
 def print_table():
-    checks = [r for r in RECORDS if r["what"] == "check"]
+    checks = [r for r in RUN.records if r["what"] == "check"]
     print(
         "\nchecks: "
         + ", ".join(f"{r['case']}/{r['dtype']}={'ok' if r.get('ok') else 'FAIL'}" for r in checks)
@@ -709,12 +642,12 @@ def print_table():
     for r in checks:
         if not r.get("ok"):
             print(f"  FAIL {r['case']}: {r.get('errs') or r.get('error', '')[-300:]}")
-    best = [r for r in RECORDS if r["what"] == "sweep_best"]
+    best = [r for r in RUN.records if r["what"] == "sweep_best"]
     if best:
         print(f"sweep best: {best[-1]['override']} {best[-1]['ms']}")
     head = ("case", "dtype", "impl", "ms", "fwd ms", "samples/s", "extra MiB")
     print("\n{:32s} {:5s} {:22s} {:>9s} {:>8s} {:>10s} {:>9s}  note".format(*head))
-    for r in RECORDS:
+    for r in RUN.records:
         if r["what"] != "time":
             continue
         note = ""
@@ -744,17 +677,7 @@ def main():
         sweep=section_sweep_and_retime,
     )
     wanted = {p_.strip() for p_ in ARGS.sections.split(",")} - ({"sweep"} if ARGS.no_sweep else set())
-    for name, part in parts.items():
-        if name not in wanted:
-            continue
-        if time_left() < 20:
-            emit(what="section", name=part.__name__, error="skipped: time budget")
-            continue
-        try:
-            part()
-        except Exception:  # noqa: BLE001
-            emit(what="section", name=part.__name__, error=traceback.format_exc()[-1500:])
-    emit(what="done", wall_s=round(time.time() - T0, 1))
+    RUN.run_sections([part for name, part in parts.items() if name in wanted])
     print_table()
     return 0
 

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -48,6 +46,8 @@ import time
 import traceback
 import zipfile
 from pathlib import Path
+
+from _gpu_common import Bench, kernels_from_tree, rel
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = 0.07
@@ -85,11 +85,10 @@ if ARGS.small:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-DEV = "cpu" if ARGS.small else "cuda"
-T0 = time.time()
-RECORDS: list[dict] = []
-
-
+RUN = Bench(ARGS.out, "cpu" if ARGS.small else "cuda", ARGS.budget_s, small=ARGS.small)
+DEV = RUN.device
+emit, time_left, sync, bench_ms = RUN.emit, RUN.time_left, RUN.sync, RUN.bench_ms
+peak_extra_mib, free = RUN.peak_extra_mib, RUN.free
 IMPORT_NOTE = []
 
 
@@ -106,15 +105,7 @@ def import_kernels():
         IMPORT_NOTE.append(f"installed skelcl.kernels did not import ({e!r:.200}); loaded kernels/ directly")
     for name in [n for n in sys.modules if n == "skelcl" or n.startswith("skelcl.")]:
         del sys.modules[name]
-    sys.path.insert(0, str(ROOT))
-    import skelcl
-
-    package = importlib.util.module_from_spec(
-        importlib.util.spec_from_loader("skelcl.kernels", loader=None, is_package=True)
-    )
-    package.__path__ = [str(ROOT / "kernels")]
-    sys.modules["skelcl.kernels"] = package
-    skelcl.kernels = package
+    kernels_from_tree(ROOT, run_init=False)
     import skelcl.kernels.infonce as infonce
     import skelcl.kernels.infonce_triton as infonce_triton
 
@@ -123,63 +114,6 @@ def import_kernels():
 
 infonce, it = import_kernels()
 info_nce_reference, info_nce_triton = infonce.info_nce_reference, infonce.info_nce_triton
-
-
-def emit(**kw):
-    kw["t_s"] = round(time.time() - T0, 1)
-    RECORDS.append(kw)
-    print(json.dumps(kw), flush=True)
-    out = Path(ARGS.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(RECORDS, indent=1))
-    tmp.replace(out)
-
-
-def time_left():
-    return ARGS.budget_s - (time.time() - T0)
-
-
-def sync():
-    if DEV == "cuda":
-        torch.cuda.synchronize()
-
-
-def bench_ms(fn, rep_ms=200):
-    """Median milliseconds: triton do_bench on the GPU, perf_counter over 3 runs on the CPU."""
-    if DEV == "cuda":
-        from triton.testing import do_bench
-
-        return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
-    fn()
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return sorted(times)[1]
-
-
-def peak_extra_mib(fn):
-    if DEV != "cuda":
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def free():
-    if DEV == "cuda":
-        torch.cuda.empty_cache()
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
 # ------------------------------------------------------------------------------------------------ env
@@ -685,13 +619,13 @@ def section_huge():
 # ---------------------------------------------------------------------------------------------- table
 def print_table():
     verdict = {True: "ok", False: "FAIL", None: "skipped"}
-    checks = [f"{r['case']}={verdict[r.get('ok')]}" for r in RECORDS if r["what"] == "check"]
+    checks = [f"{r['case']}={verdict[r.get('ok')]}" for r in RUN.records if r["what"] == "check"]
     print("\nchecks: " + ", ".join(checks))
-    for r in RECORDS:
+    for r in RUN.records:
         if r["what"] == "peer" and r.get("error"):
             print(f"peer {r['name']}: {r['error'][:120]}")
     best = {}
-    for r in RECORDS:
+    for r in RUN.records:
         if r["what"] == "sweep" and "ms" in r and "cfg" in r:
             key = (r["kind"], r["dtype"])
             if key not in best or r["ms"] < best[key][0]:
@@ -700,7 +634,7 @@ def print_table():
         print(f"sweep best {kind} {tag}: {cfg} (BLOCK_M, BLOCK_N, warps, stages) {ms:.3f} ms")
     head = ("case", "dtype", "impl", "ms", "fwd ms", "extra MiB", "TFLOP/s")
     print("\n{:22s} {:5s} {:15s} {:>9s} {:>8s} {:>10s} {:>8s}  note".format(*head))
-    for r in RECORDS:
+    for r in RUN.records:
         if r["what"] != "time":
             continue
         note = ""
@@ -723,17 +657,7 @@ def main():
     section_env()
     section_peers()
     parts = (section_correctness, section_timings, section_correctness_more, section_sweep, section_huge)
-    for part in parts:
-        if part is section_sweep and ARGS.no_sweep:
-            continue
-        if time_left() < 20:
-            emit(what="section", name=part.__name__, error="skipped: time budget")
-            continue
-        try:
-            part()
-        except Exception:  # noqa: BLE001
-            emit(what="section", name=part.__name__, error=traceback.format_exc()[-1500:])
-    emit(what="done", wall_s=round(time.time() - T0, 1))
+    RUN.run_sections([part for part in parts if not (part is section_sweep and ARGS.no_sweep)])
     print_table()
     return 0
 
