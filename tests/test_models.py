@@ -105,7 +105,7 @@ def test_ring_queue_wraparound():
     assert RingQueue(0, 2).get() is None
 
 
-def _dense_snippet_loss(zq, zk, queue, matched, tau, exclude):
+def _dense_snippet_loss(zq, zk, queue, matched, tau, exclude, neighbours=0):
     """Explicit per-query loop in float64."""
     B, S = matched.shape
     losses = []
@@ -114,19 +114,20 @@ def _dense_snippet_loss(zq, zk, queue, matched, tau, exclude):
             if matched[b, s] < 0:  # no positive: not part of the loss
                 continue
             qv = zq[b * S + s]
-            logits, pos = [], None
+            logits, pos = [], []
             for v in range(zk.shape[0] // S):
                 for j in range(S):
-                    if v == b and j == matched[b, s]:
-                        pos = float(qv @ zk[v * S + j]) / tau
-                        logits.append(pos)
+                    if v == b and abs(j - int(matched[b, s])) <= neighbours:
+                        pos.append(float(qv @ zk[v * S + j]) / tau)
+                        logits.append(pos[-1])
                     elif v == b and exclude:
                         continue
                     else:
                         logits.append(float(qv @ zk[v * S + j]) / tau)
             if queue is not None:
                 logits += [float(qv @ r) / tau for r in queue]
-            losses.append(-(pos - math.log(sum(math.exp(x) for x in logits))))
+            lse = lambda xs: math.log(sum(math.exp(x) for x in xs))  # noqa: E731
+            losses.append(lse(logits) - lse(pos))
     return float(np.mean(losses))
 
 
@@ -146,6 +147,10 @@ def test_snippet_loss_matches_dense_float64(exclude, with_queue):
     got = snippet_info_nce(zq, zk, queue, matched, 0.2, exclude)
     want = _dense_snippet_loss(zq, zk, queue, matched, 0.2, exclude)
     assert abs(float(got) - want) < 1e-9
+    for r in (1, 2):  # neighbours of the positive are positives too (clipped at the video's ends)
+        got = snippet_info_nce(zq, zk, queue, matched, 0.2, exclude, neighbours=r)
+        want = _dense_snippet_loss(zq, zk, queue, matched, 0.2, exclude, neighbours=r)
+        assert abs(float(got) - want) < 1e-9, r
 
 
 def test_snippet_loss_without_any_positive_is_zero_with_zero_gradient():
@@ -211,6 +216,8 @@ def test_moco_errors():
         _moco("aimclr")([_x(), _x()])
     with pytest.raises(SkelclError, match="aligned"):
         _moco(match="aligned")([_x(T=16), _x(T=16)])
+    with pytest.raises(SkelclError, match="snippet_neighbours"):
+        _moco(snippet_neighbours=-1)
 
 
 def test_match_snippets_feature_and_cosine_against_loops():

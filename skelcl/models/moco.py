@@ -17,7 +17,8 @@ With f = backbone output (B, C, T', V), q = normalize(GlobalHead(f_q)), k = norm
                           snippets showing time the key view does not cover have none and are left out);
                           negatives: key snippets of the other videos in the batch and the snippet queue;
                           other snippets of the same video are left out (q_group/k_group = video id)
-                          unless exclude_same_video is False.
+                          unless exclude_same_video is False; with snippet_neighbours r, the key
+                          snippets within r of the positive (same video) are positives too.
   total:                  L = L_g + d3m_weight * L_d + snippet_weight * L_s.
 
 Queues take the step's keys in flush_queues() (after backward).
@@ -95,18 +96,25 @@ def match_snippets(sq: torch.Tensor, sk: torch.Tensor, rule: str = "feature") ->
     return torch.einsum("bcs,bct->bst", sq, sk).argmax(dim=2)
 
 
-def snippet_info_nce(zq, zk, queue, matched, temperature, exclude_same_video=True, offset=0):
+def snippet_info_nce(
+    zq, zk, queue, matched, temperature, exclude_same_video=True, offset=0, neighbours=0
+):
     """Snippet InfoNCE. zq (B*S, d) query snippets of this rank's videos (row b*S + s), zk (B_all*S, d) key
     snippets of all ranks' videos (video v at rows v*S .. v*S + S-1), queue (Q, d) or None, matched (B, S)
     long: key snippet of the same video that is query (b, s)'s positive, or -1 for a query snippet without
-    one (it is left out of the loss); offset: index of this rank's first video in zk. Loss of query (b, s):
-    -log exp(s_pos) / sum over kept keys exp(s), s = <zq, key> / tau; kept = key snippets of other videos
-    + queue (+ the own video's snippets if not exclude_same_video); the mean over the queries with a
-    positive (0 with a zero gradient when there is none)."""
+    one (it is left out of the loss); offset: index of this rank's first video in zk; neighbours r: the key
+    snippets j* - r .. j* + r of the same video (inside 0..S-1) are all positives. Loss of query (b, s):
+    -log sum over positives exp(s_pos) / sum over kept keys exp(s), s = <zq, key> / tau; kept = positives,
+    key snippets of other videos and the queue (+ the own video's other snippets if not
+    exclude_same_video); the mean over the queries with a positive (0 with a zero gradient when none)."""
     B, S = matched.shape
     video = torch.arange(B, device=zq.device) + offset
-    positive = (video[:, None] * S + matched).reshape(-1)
     keep = (matched >= 0).reshape(-1)
+    shift = torch.arange(-neighbours, neighbours + 1, device=zq.device)
+    j = matched.reshape(-1, 1) + shift  # (B*S, 2r+1) key snippet indices
+    positive = torch.where((j >= 0) & (j < S), video.repeat_interleave(S)[:, None] * S + j, -1)
+    if neighbours == 0:
+        positive = positive[:, 0]
     q_group = k_group = None
     if exclude_same_video:
         q_group = video.repeat_interleave(S)[keep]
@@ -134,6 +142,7 @@ class MoCo(nn.Module):
         snippet_weight: float = 1.5,
         match: str = "feature",
         exclude_same_video: bool = True,
+        snippet_neighbours: int = 0,
         d3m_weight: float = 1.0,
         nn_topk: int = 1,
         nn_warmup_epochs: int = 1,
@@ -149,6 +158,9 @@ class MoCo(nn.Module):
         self.momentum, self.temperature = float(momentum), float(temperature)
         self.num_snippets, self.snippet_weight = int(num_snippets), float(snippet_weight)
         self.exclude_same_video = bool(exclude_same_video)
+        if snippet_neighbours < 0:
+            raise SkelclError(f"pretrain.snippet_neighbours must be >= 0, got {snippet_neighbours}")
+        self.snippet_neighbours = int(snippet_neighbours)
         self.d3m_weight, self.nn_topk, self.nn_warmup_epochs = (
             float(d3m_weight),
             int(nn_topk),
@@ -256,8 +268,9 @@ class MoCo(nn.Module):
                 matched = align
             zk_all = gather_with_grad(zk)
             loss_s = snippet_info_nce(
-                zq, zk_all, self.squeue.get(), matched, tau, self.exclude_same_video, offset=rank * B
-            )
+                zq, zk_all, self.squeue.get(), matched, tau, self.exclude_same_video, offset=rank * B,
+                neighbours=self.snippet_neighbours,
+            )  # fmt: skip
             loss = loss + self.snippet_weight * loss_s
             stats["loss_snippet"] = float(loss_s.detach())
             self._pending.append((self.squeue, zk_all.detach()))
