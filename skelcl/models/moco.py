@@ -96,9 +96,7 @@ def match_snippets(sq: torch.Tensor, sk: torch.Tensor, rule: str = "feature") ->
     return torch.einsum("bcs,bct->bst", sq, sk).argmax(dim=2)
 
 
-def snippet_info_nce(
-    zq, zk, queue, matched, temperature, exclude_same_video=True, offset=0, neighbours=0
-):
+def snippet_info_nce(zq, zk, queue, matched, temperature, exclude_same_video=True, offset=0, neighbours=0):
     """Snippet InfoNCE. zq (B*S, d) query snippets of this rank's videos (row b*S + s), zk (B_all*S, d) key
     snippets of all ranks' videos (video v at rows v*S .. v*S + S-1), queue (Q, d) or None, matched (B, S)
     long: key snippet of the same video that is query (b, s)'s positive, or -1 for a query snippet without
