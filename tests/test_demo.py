@@ -2,6 +2,8 @@
 
 import json
 
+import yaml
+
 from skelcl.cli import main
 
 TINY_DEMO = [
@@ -34,10 +36,12 @@ def test_demo_writes_metrics_report_and_plots(tmp_path, capsys):
 
 def test_experiment_table(tmp_path, capsys):
     out = tmp_path / "exp"
+    snippets = "true, {label: all negs, match: aligned, exclude_same_video: false}"
     args = [
         "experiment", "--out", str(out), "--quiet", "data.sequences=14", "seeds=[0]", "methods=[skeletonclr]",
-        "snippet=[true]", "model.width=0.125", "pretrain.train.epochs=1", "pretrain.train.batch_size=6",
-        "finetune.train.epochs=1", "protocols={linear: {protocol: linear, label_fraction: 1.0}, "
+        f"snippet=[{snippets}]", "model.width=0.125", "pretrain.train.epochs=1",
+        "pretrain.train.batch_size=6", "finetune.train.epochs=1",
+        "protocols={linear: {protocol: linear, label_fraction: 1.0}, "
         "semi50: {protocol: finetune, label_fraction: 0.5}}",
     ]  # fmt: skip
     assert main(args) == 0
@@ -45,12 +49,21 @@ def test_experiment_table(tmp_path, capsys):
     assert "SkeletonCLR + snippet" in table and "random init" in table and "semi50" in table
     res = json.loads((out / "results.json").read_text())["results"]
     assert {(r["row"], r["protocol"]) for r in res} == {
-        ("SkeletonCLR + snippet", "linear"), ("SkeletonCLR + snippet", "semi50"), ("random init", "semi50")
+        ("SkeletonCLR + snippet", "linear"), ("SkeletonCLR + snippet", "semi50"), ("random init", "semi50"),
+        ("SkeletonCLR + snippet (all negs)", "linear"), ("SkeletonCLR + snippet (all negs)", "semi50"),
     }  # fmt: skip
+    # a mapping entry sets its pretrain keys (and only for its own runs)
+    runs = out / "runs"
+    variant_cfg = yaml.safe_load((runs / "pre_skeletonclr_snipall-negs_s0" / "config.yaml").read_text())
+    default_cfg = yaml.safe_load((runs / "pre_skeletonclr_snip_s0" / "config.yaml").read_text())
+    assert variant_cfg["pretrain"]["match"] == "aligned" and not variant_cfg["pretrain"]["exclude_same_video"]
+    assert default_cfg["pretrain"]["match"] == "feature" and default_cfg["pretrain"]["exclude_same_video"]
     # a second call reuses the finished runs
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["results"] == res
     # --table-only collects finished runs and runs nothing (the aligned cells do not exist)
-    assert main([args[0], "--table-only", *args[1:], "snippet=[true, aligned]"]) == 0
+    assert main([args[0], "--table-only", *args[1:], f"snippet=[{snippets}, aligned]"]) == 0
     assert json.loads((out / "results.json").read_text())["results"] == res
-    assert not list((out / "runs").glob("*aligned*"))
+    assert not list((out / "runs").glob("*snipaligned*"))
+    assert main([args[0], *args[1:], "snippet=[{match: aligned}]"]) == 2
+    assert "label" in capsys.readouterr().err
