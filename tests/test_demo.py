@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import yaml
 
 from skelcl.cli import main
@@ -67,3 +68,22 @@ def test_experiment_table(tmp_path, capsys):
     assert not list((out / "runs").glob("*snipaligned*"))
     assert main([args[0], *args[1:], "snippet=[{match: aligned}]"]) == 2
     assert "label" in capsys.readouterr().err
+
+
+def test_paired_differences_pair_rows_by_seed_and_protocol():
+    from skelcl.train.experiment import paired_differences
+
+    m = "avg_mAP_0.1:0.5"
+    base = {0: 0.30, 1: 0.50, 2: 0.40}
+    snip = {0: 0.35, 1: 0.52, 2: 0.37}  # differences +5, +2, -3 points
+    results = [{"row": "SkeletonCLR", "protocol": "linear", "seed": s, m: v} for s, v in base.items()]
+    results += [
+        {"row": "SkeletonCLR + snippet (x)", "protocol": "linear", "seed": s, m: v} for s, v in snip.items()
+    ]
+    results += [{"row": "random init", "protocol": "linear", "seed": 0, m: 0.9}]
+    results += [{"row": "AimCLR-style + snippet", "protocol": "linear", "seed": 0, m: 0.1}]  # no base: "-"
+    table = paired_differences(results, m, ["linear"])
+    d = np.array([5.0, 2.0, -3.0])
+    assert f"| SkeletonCLR + snippet (x) | {d.mean():+.1f} ± {d.std(ddof=1):.1f} (2/3 ahead) |" in table
+    assert "| AimCLR-style + snippet | - |" in table
+    assert "random init" not in table and "| SkeletonCLR |" not in table
