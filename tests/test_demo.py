@@ -48,6 +48,7 @@ def test_experiment_table(tmp_path, capsys):
     assert main(args) == 0
     table = (out / "table.md").read_text()
     assert "SkeletonCLR + snippet" in table and "random init" in table and "semi50" in table
+    assert (out / "table.png").stat().st_size > 10_000  # the per-seed plot
     res = json.loads((out / "results.json").read_text())["results"]
     assert {(r["row"], r["protocol"]) for r in res} == {
         ("SkeletonCLR + snippet", "linear"), ("SkeletonCLR + snippet", "semi50"), ("random init", "semi50"),

@@ -209,5 +209,9 @@ def _write(out: Path, exp: dict, results: list, pre_stats: list, protocols: list
               "positive is the temporally aligned key snippet):", "", *lines]  # fmt: skip
     table = "\n".join(parts)
     (out / "table.md").write_text(table + "\n")
+    if results:
+        from skelcl.train.report import plot_experiment
+
+        plot_experiment(out / "table.png", results, metric, protocols)
     (out / "results.json").write_text(json.dumps({"results": results, "pretrain": pre_stats}, indent=2))
     return table

@@ -39,6 +39,44 @@ def plot_curves(path, pretrain_history, finetune_histories: dict) -> Path:
     return Path(path)
 
 
+def plot_experiment(path, results: list, metric: str, protocols) -> Path:
+    """One panel per protocol: each row's metric (in %) per seed as dots, the mean as a bar, seeds of the
+    same number joined by a faint line so paired differences show."""
+    plt = _plt()
+    rows = list(dict.fromkeys(r["row"] for r in results))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 0.5 * len(rows) + 1.6),
+                             sharey=True, squeeze=False)  # fmt: skip
+    seeds = sorted({r["seed"] for r in results})
+    colors = plt.get_cmap("tab10").colors
+    for ax, proto in zip(axes[0], protocols):
+        for k, seed in enumerate(seeds):
+            ys, xs = [], []
+            for y, row in enumerate(rows):
+                v = [
+                    r[metric]
+                    for r in results
+                    if r["row"] == row and r["protocol"] == proto and r["seed"] == seed
+                ]
+                if v:
+                    ys.append(y)
+                    xs.append(v[0] * 100)
+            ax.plot(xs, ys, color=colors[k % 10], alpha=0.35, lw=0.8)
+            ax.scatter(xs, ys, color=colors[k % 10], s=18, label=f"seed {seed}", zorder=3)
+        for y, row in enumerate(rows):
+            v = [r[metric] * 100 for r in results if r["row"] == row and r["protocol"] == proto]
+            if v:
+                ax.plot([np.mean(v)] * 2, [y - 0.3, y + 0.3], color="black", lw=2)
+        ax.set(title=proto, xlabel=f"{metric} (%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(range(len(rows)), rows, fontsize=8)
+    axes[0, 0].invert_yaxis()
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_segments(path, names, truths, predictions: dict, classes) -> Path:
     """For each sequence: a strip of true per-frame labels and one strip per model (argmax labels);
     background frames white, -1 (unlabeled) grey."""
