@@ -200,13 +200,14 @@ def _write(out: Path, exp: dict, results: list, pre_stats: list, protocols: list
     if diff:
         parts += [diff, ""]
     parts += [summarize(results, "mAP@0.5", protocols), ""]
-    keys = ("loss_global", "loss_snippet", "loss_d3m", "snippet_match_acc")
+    keys = ("loss_global", "loss_snippet", "loss_d3m", "snippet_match_acc", "snippet_aligned_share")
     lines = ["| pretraining | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for s in pre_stats:
         vals = [f"{s[k]:.3f}" if k in s else "-" for k in keys]
         lines.append(f"| {s['row']} | {s['seed']} | " + " | ".join(vals) + " |")
     parts += ["Last pretraining epoch (snippet_match_acc: share of query snippets whose feature-matched "
-              "positive is the temporally aligned key snippet):", "", *lines]  # fmt: skip
+              "positive is the temporally aligned key snippet; snippet_aligned_share: share of query "
+              "snippets that have a temporal counterpart in the key view):", "", *lines]  # fmt: skip
     table = "\n".join(parts)
     (out / "table.md").write_text(table + "\n")
     if results:
