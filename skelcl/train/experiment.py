@@ -67,6 +67,17 @@ def row_name(method: str | None, snippet) -> str:
     return NAMES[method] + " + snippet" + (f" ({label})" if label else "")
 
 
+def _cell(v: np.ndarray, difference: bool = False) -> str:
+    """mean ± sample sd of v with (n=...) or, for differences, signed and (k/n ahead); "-" when empty."""
+    f = "+.1f" if difference else ".1f"
+    if v.size == 0:
+        return "-"
+    if v.size == 1:
+        return f"{v[0]:{f}} (n=1)"
+    tail = f"({int((v > 0).sum())}/{v.size} ahead)" if difference else f"(n={v.size})"
+    return f"{v.mean():{f}} ± {v.std(ddof=1):.1f} {tail}"
+
+
 def summarize(results: list, metric: str, protocols) -> str:
     rows = {}
     for r in results:
@@ -74,15 +85,7 @@ def summarize(results: list, metric: str, protocols) -> str:
     lines = [f"| pretraining ({metric}, %) | " + " | ".join(protocols) + " |",
              "|---|" + "---:|" * len(protocols)]  # fmt: skip
     for name, cells in rows.items():
-        out = []
-        for p in protocols:
-            v = np.array(cells.get(p, []), dtype=float) * 100
-            if v.size == 0:
-                out.append("-")
-            elif v.size == 1:
-                out.append(f"{v[0]:.1f} (n=1)")
-            else:
-                out.append(f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (n={v.size})")
+        out = [_cell(np.array(cells.get(p, []), dtype=float) * 100) for p in protocols]
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
@@ -182,13 +185,8 @@ def paired_differences(results: list, metric: str, protocols) -> str:
         cells = []
         for p in protocols:
             seeds = sorted({s for (r, q, s) in value if r == row and q == p and (base, p, s) in value})
-            d = np.array([value[(row, p, s)] - value[(base, p, s)] for s in seeds])
-            if d.size == 0:
-                cells.append("-")
-            elif d.size == 1:
-                cells.append(f"{d[0]:+.1f} (n=1)")
-            else:
-                cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} ({int((d > 0).sum())}/{d.size} ahead)")
+            d = np.array([value[(row, p, s)] - value[(base, p, s)] for s in seeds], dtype=float)
+            cells.append(_cell(d, difference=True))
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
