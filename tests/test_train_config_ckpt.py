@@ -1,6 +1,7 @@
 """Config overrides and their errors; checkpoints: atomic round trip and corruption detection."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -136,3 +137,73 @@ def test_override_types_are_checked():
     with pytest.raises(SkelclError, match="true or false"):
         config.resolve("pretrain_skeletonclr", ["pretrain.snippet=maybe"])
     assert config.resolve("finetune", ["train.epochs=4.0"])["train"]["epochs"] == 4
+
+
+def test_every_shipped_config_validates_and_every_key_is_in_the_table():
+    for name in config.builtin_names():
+        config.validate(config.load_config(name), name)  # raises on a key missing from KEYS
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ("model.strides=5", "model.strides must be a list of integers"),
+        ("model.strides=[2, 11]", "model.strides must be a list of integers each in [2, 10]"),
+        ("model.strides=[5, 5]", "distinct"),
+        ("data.bodies=1.5", "data.bodies must be an integer >= 1, got 1.5"),
+        ("data.bodies=0", "data.bodies must be an integer >= 1, got 0"),
+        ("train.epochs=0", "train.epochs must be an integer >= 1, got 0"),
+        ("train.epochs=-1", "train.epochs must be an integer >= 1, got -1"),
+        ("train.lr=0", "train.lr must be a number > 0"),
+        ("train.optimizer=rmsprop", "train.optimizer must be one of sgd, adam"),
+        ("train.device=tpu", "train.device must be one of auto, cpu, cuda"),
+        ("model.width=-1", "model.width must be a number > 0, got -1"),
+        ("finetune.label_fraction=1.5", "finetune.label_fraction must be a number in (0, 1]"),
+        ("finetune.protocol=semi", "finetune.protocol must be one of"),
+        ("train.milestones=[35, 30]", "increasing"),
+        ("data.split=3", "data.split must be a string"),
+    ],
+)
+def test_config_values_are_checked(item, match):
+    with pytest.raises(SkelclError, match=re.escape(match)):
+        config.resolve("finetune", [item])
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SkelclError, match="train.device=cuda but CUDA is not available"):
+        config.resolve("pretrain_skeletonclr", ["train.device=cuda"])
+
+
+def test_unknown_key_in_a_config_file_is_an_error(tmp_path):
+    cfg = config.load_config("finetune")
+    cfg["train"]["epochz"] = 3
+    p = tmp_path / "mine.yaml"
+    p.write_text(config.dump(cfg))
+    with pytest.raises(SkelclError, match="unknown key 'train.epochz'"):
+        config.resolve(str(p))
+
+
+def test_demo_sections_are_checked_as_the_run_config_keys():
+    with pytest.raises(SkelclError, match="demo: pretrain.train.epochs must be an integer >= 1"):
+        config.resolve("demo", ["pretrain.train.epochs=0"])
+    with pytest.raises(SkelclError, match="pretrain.pretrain.match must be one of"):
+        config.resolve("demo", ["pretrain.pretrain.match=nearest"])
+
+
+def test_builtin_config_name_is_not_shadowed_by_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "finetune").mkdir()  # a folder named like a built-in
+    (tmp_path / "demo").write_text("not: a config\n")
+    assert config.load_config("finetune")["finetune"]["protocol"] in ("finetune", "linear")
+    assert "pretrain" in config.load_config("demo")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("a: 1\n")
+    assert config.load_config("mine.yaml") == {"a": 1}  # a .yaml suffix: a file
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "cfg").write_text("b: 2\n")
+    assert config.load_config("sub/cfg") == {"b": 2}  # a separator: a file
+    with pytest.raises(SkelclError, match="no config named 'cfg'"):
+        config.load_config("cfg")
+    with pytest.raises(SkelclError, match="does not exist"):
+        config.load_config("missing.yaml")
