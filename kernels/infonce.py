@@ -7,8 +7,10 @@ Shapes: q (M, d) and k (N, d) receive gradients, queue (Q, d) or None receives n
     lse_i  = log sum_{j kept} exp(s_ij)          (dense part: streamed over key chunks/tiles)
     plse_i = log sum_{p in pos(i)} exp(s_ip)     (sparse part: M x P gathered dot products)
 
-Key j < N is left out of row i when k_group[j] == q_group[i] and j is not one of i's positives; queue
-entries are never left out. positive is None (key i for query i, needs N >= M), (M,) or (M, P) long with
+Groups (e.g. video ids): key j < N is left out of row i when k_group[j] == q_group[i] and j is not one
+of i's positives; with queue_group (Q,), queue row j (key index N + j) is left out of row i when
+queue_group[j] == q_group[i] and N + j is not one of i's positives (the same rule). Without queue_group
+no queue row is left out. positive is None (key i for query i, needs N >= M), (M,) or (M, P) long with
 -1 padding. Positives are a set (a repeated index counts once); a row whose positives are all -1 has
 loss +inf.
 
@@ -32,7 +34,9 @@ _MAX_D = 256
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _check_inputs(name, q, k, queue, positive, q_group, k_group, temperature, reduction, dtypes):
+def _check_inputs(
+    name, q, k, queue, positive, q_group, k_group, temperature, reduction, dtypes, queue_group=None
+):
     """Raise ValueError naming the argument at fault; returns nothing."""
     for arg, t in (("q", q), ("k", k), ("queue", queue)):
         if t is None and arg == "queue":
@@ -86,6 +90,18 @@ def _check_inputs(name, q, k, queue, positive, q_group, k_group, temperature, re
                 raise ValueError(f"{name}: {arg} must have shape ({rows},), got {tuple(t.shape)}")
             if t.device != q.device:
                 raise ValueError(f"{name}: {arg} is on {t.device} but q is on {q.device}")
+    if queue_group is not None:
+        if q_group is None:
+            raise ValueError(f"{name}: queue_group needs q_group and k_group (groups of queries, keys)")
+        if queue is None:
+            raise ValueError(f"{name}: queue_group given without a queue")
+        t = queue_group
+        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"{name}: queue_group must be an int64 (or int32) tensor")
+        if tuple(t.shape) != (queue.shape[0],):
+            raise ValueError(f"{name}: queue_group must have shape ({queue.shape[0]},), got {tuple(t.shape)}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: queue_group is on {t.device} but q is on {q.device}")
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"{name}: temperature must be a positive number, got {temperature!r}")
     if reduction not in _REDUCTIONS:
@@ -124,9 +140,10 @@ def positive_logsumexp(q, k, queue, pos, temperature, compute_dtype):
     return torch.logsumexp(s.masked_fill(~valid, float("-inf")), 1)
 
 
-def _left_out(q_group, k_group, pos, rows, cols):
-    """Boolean (len(rows), len(cols)) mask of keys k[cols] left out of the denominators of queries rows."""
-    same = q_group[rows][:, None] == k_group[cols][None, :]
+def _left_out(q_group, col_group, pos, rows, cols):
+    """Boolean (len(rows), len(cols)) mask of keys cols (indices into [k; queue], groups col_group) left
+    out of the denominators of queries rows."""
+    same = q_group[rows][:, None] == col_group[None, :]
     if pos is None:
         is_pos = rows[:, None] == cols[None, :]
     else:
@@ -142,11 +159,25 @@ def _key_chunks(n, total, chunk):
         yield a, min(a + chunk, total), False
 
 
+def _mask_chunk(s, q_group, k_group, queue_group, pos, rows, a, b, n):
+    """Logits s of key chunk [a, b) of [k; queue] with the left-out keys set to -inf."""
+    if q_group is None:
+        return s
+    if b <= n:
+        col_group = k_group[a:b]
+    elif queue_group is not None:
+        col_group = queue_group[a - n : b - n]
+    else:
+        return s
+    cols = torch.arange(a, b, device=s.device)
+    return s.masked_fill(_left_out(q_group, col_group, pos, rows, cols), float("-inf"))
+
+
 class _ChunkedLSE(torch.autograd.Function):
     """lse_i = log sum_{j kept} exp(<q_i, key_j> / tau), streamed over key chunks in both passes."""
 
     @staticmethod
-    def forward(ctx, q, k, queue, pos, q_group, k_group, temperature, compute_dtype):
+    def forward(ctx, q, k, queue, pos, q_group, k_group, queue_group, temperature, compute_dtype):
         m, n = q.shape[0], k.shape[0]
         total = n + (0 if queue is None else queue.shape[0])
         chunk = max(16, _CHUNK_ELEMENTS // (m * (1 if pos is None else pos.shape[1] + 1)))
@@ -156,17 +187,15 @@ class _ChunkedLSE(torch.autograd.Function):
         for a, b, from_k in _key_chunks(n, total, chunk):
             keys = k[a:b] if from_k else queue[a - n : b - n]
             s = qc @ keys.to(compute_dtype).t() / temperature
-            if from_k and q_group is not None:
-                cols = torch.arange(a, b, device=q.device)
-                s = s.masked_fill(_left_out(q_group, k_group, pos, rows, cols), float("-inf"))
+            s = _mask_chunk(s, q_group, k_group, queue_group, pos, rows, a, b, n)
             lse = torch.logaddexp(lse, torch.logsumexp(s, 1))
-        ctx.save_for_backward(q, k, queue, pos, q_group, k_group, lse)
+        ctx.save_for_backward(q, k, queue, pos, q_group, k_group, queue_group, lse)
         ctx.temperature, ctx.compute_dtype, ctx.chunk = temperature, compute_dtype, chunk
         return lse
 
     @staticmethod
     def backward(ctx, g):
-        q, k, queue, pos, q_group, k_group, lse = ctx.saved_tensors
+        q, k, queue, pos, q_group, k_group, queue_group, lse = ctx.saved_tensors
         tau, cdt = ctx.temperature, ctx.compute_dtype
         m, n = q.shape[0], k.shape[0]
         total = n + (0 if queue is None else queue.shape[0])
@@ -180,10 +209,7 @@ class _ChunkedLSE(torch.autograd.Function):
             if not (need_q or (need_k and from_k)):
                 continue
             keys = (k[a:b] if from_k else queue[a - n : b - n]).to(cdt)
-            s = qc @ keys.t() / tau
-            if from_k and q_group is not None:
-                cols = torch.arange(a, b, device=q.device)
-                s = s.masked_fill(_left_out(q_group, k_group, pos, rows, cols), float("-inf"))
+            s = _mask_chunk(qc @ keys.t() / tau, q_group, k_group, queue_group, pos, rows, a, b, n)
             w = torch.exp(s - lse[:, None]) * g[:, None]  # g_i * softmax_ij
             if need_q:
                 dq += w @ keys
@@ -191,7 +217,7 @@ class _ChunkedLSE(torch.autograd.Function):
                 dk[a:b] += w.t() @ qc
         dq = None if dq is None else (dq / tau).to(q.dtype)
         dk = None if dk is None else (dk / tau).to(k.dtype)
-        return dq, dk, None, None, None, None, None, None
+        return dq, dk, None, None, None, None, None, None, None
 
 
 def _reduce(loss, reduction):
@@ -202,8 +228,22 @@ def _reduce(loss, reduction):
     return loss
 
 
+def _groups(q_group, k_group, queue_group):
+    """Group ids as contiguous int64 (views of any strides are accepted)."""
+    return tuple(None if t is None else t.long().contiguous() for t in (q_group, k_group, queue_group))
+
+
 def info_nce_reference(
-    q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
+    q,
+    k,
+    queue=None,
+    *,
+    positive=None,
+    q_group=None,
+    k_group=None,
+    queue_group=None,
+    temperature=0.07,
+    reduction="mean",
 ):
     """Chunked PyTorch InfoNCE (see module docstring); memory O(M * chunk + (M * P + N) * d).
 
@@ -220,20 +260,29 @@ def info_nce_reference(
         temperature,
         reduction,
         _TRITON_DTYPES + (torch.float64,),
+        queue_group,
     )
     temperature = float(temperature)
     cdt = torch.float64 if torch.float64 in (q.dtype, k.dtype) else torch.float32
     pos = _positive_table(positive, q.shape[0], q.device)
-    qg = None if q_group is None else q_group.long()
-    kg = None if k_group is None else k_group.long()
+    qg, kg, queue_g = _groups(q_group, k_group, queue_group)
     qd = None if queue is None else queue.detach()
-    lse = _ChunkedLSE.apply(q, k, qd, pos, qg, kg, temperature, cdt)
+    lse = _ChunkedLSE.apply(q, k, qd, pos, qg, kg, queue_g, temperature, cdt)
     loss = lse - positive_logsumexp(q, k, qd, pos, temperature, cdt)
     return _reduce(loss, reduction)
 
 
 def info_nce_triton(
-    q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
+    q,
+    k,
+    queue=None,
+    *,
+    positive=None,
+    q_group=None,
+    k_group=None,
+    queue_group=None,
+    temperature=0.07,
+    reduction="mean",
 ):
     """Triton InfoNCE (CUDA, or CPU under TRITON_INTERPRET=1); same contract as info_nce_reference.
 
@@ -241,7 +290,17 @@ def info_nce_triton(
     float16; mixed dtypes are promoted. Accumulates in float32; returns a float32 loss.
     """
     _check_inputs(
-        "info_nce_triton", q, k, queue, positive, q_group, k_group, temperature, reduction, _TRITON_DTYPES
+        "info_nce_triton",
+        q,
+        k,
+        queue,
+        positive,
+        q_group,
+        k_group,
+        temperature,
+        reduction,
+        _TRITON_DTYPES,
+        queue_group,
     )
     from skelcl.kernels import infonce_triton  # imports triton (TRITON_INTERPRET is read at import)
 
@@ -251,16 +310,24 @@ def info_nce_triton(
         if t is not None:
             cdt = torch.promote_types(cdt, t.dtype)
     pos = _positive_table(positive, q.shape[0], q.device)
-    qg = None if q_group is None else q_group.long()
-    kg = None if k_group is None else k_group.long()
+    qg, kg, queue_g = _groups(q_group, k_group, queue_group)
     qd = None if queue is None else queue.detach().to(cdt)
-    lse = infonce_triton.dense_lse(q.to(cdt), k.to(cdt), qd, pos, qg, kg, temperature)
+    lse = infonce_triton.dense_lse(q.to(cdt), k.to(cdt), qd, pos, qg, kg, queue_g, temperature)
     loss = lse - positive_logsumexp(q, k, qd, pos, temperature, torch.float32)
     return _reduce(loss, reduction)
 
 
 def info_nce(
-    q, k, queue=None, *, positive=None, q_group=None, k_group=None, temperature=0.07, reduction="mean"
+    q,
+    k,
+    queue=None,
+    *,
+    positive=None,
+    q_group=None,
+    k_group=None,
+    queue_group=None,
+    temperature=0.07,
+    reduction="mean",
 ):
     """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere (and for float64)."""
     fast = q.is_cuda and all(t is None or t.dtype in _TRITON_DTYPES for t in (q, k, queue))
@@ -272,6 +339,7 @@ def info_nce(
         positive=positive,
         q_group=q_group,
         k_group=k_group,
+        queue_group=queue_group,
         temperature=temperature,
         reduction=reduction,
     )

@@ -50,6 +50,7 @@ def _fwd_tiles(
     kg_ptr,
     pos_ptr,
     M,
+    col_off,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     MASK_N: tl.constexpr,
@@ -61,7 +62,8 @@ def _fwd_tiles(
     PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    """Online log-sum-exp (and E accumulator) over key tiles t_lo..t_hi-1 of one key tensor."""
+    """Online log-sum-exp (and E accumulator) over key tiles t_lo..t_hi-1 of one key tensor, whose row c
+    is key col_off + c of [k; queue] (kg_ptr: that tensor's group ids)."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     for t in range(t_lo, t_hi):
@@ -89,9 +91,9 @@ def _fwd_tiles(
             if POS_TABLE:
                 for p in tl.static_range(P):
                     pp = tl.load(pos_ptr + offs_m * P + p, mask=offs_m < M, other=-1)
-                    left = left & (pp[:, None] != cols[None, :])
+                    left = left & (pp[:, None] != (cols + col_off)[None, :])
             else:
-                left = left & (offs_m[:, None] != cols[None, :])
+                left = left & (offs_m[:, None] != (cols + col_off)[None, :])
             s = tl.where(left, float("-inf"), s)
         m_new = tl.maximum(m_i, tl.max(s, 1) * scale2)
         alpha = tl.exp2(m_i - m_new)
@@ -114,6 +116,7 @@ def _fwd_kernel(
     pos_ptr,
     qg_ptr,
     kg_ptr,
+    queue_g_ptr,
     lse_ptr,
     e_ptr,
     M,
@@ -127,6 +130,7 @@ def _fwd_kernel(
     BLOCK_D: tl.constexpr,
     EVEN_D: tl.constexpr,
     GROUPS: tl.constexpr,
+    QUEUE_GROUPS: tl.constexpr,
     POS_TABLE: tl.constexpr,
     P: tl.constexpr,
     NEED_E: tl.constexpr,
@@ -144,7 +148,7 @@ def _fwd_kernel(
     q = tl.load(q_ptr + offs_m[:, None] * d + offs_d[None, :], mask=q_mask, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    if GROUPS:
+    if GROUPS or QUEUE_GROUPS:
         qg = tl.load(qg_ptr + offs_m, mask=row_ok, other=0)
     else:
         qg = offs_m
@@ -161,24 +165,25 @@ def _fwd_kernel(
     k_hi = tl.minimum(hi, tiles_k)
     k_full = tl.minimum(k_hi, N // BLOCK_N)
     acc, m_i, l_i = _fwd_tiles(
-        acc, m_i, l_i, q, k_ptr, N, lo, k_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
+        acc, m_i, l_i, q, k_ptr, N, lo, k_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M, 0,
         BLOCK_N, BLOCK_D, False, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC, UPCAST,
     )  # fmt: skip
     acc, m_i, l_i = _fwd_tiles(
         acc, m_i, l_i, q, k_ptr, N, tl.maximum(lo, k_full), k_hi, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
-        BLOCK_N, BLOCK_D, True, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC, UPCAST,
+        0, BLOCK_N, BLOCK_D, True, EVEN_D, GROUPS, POS_TABLE, P, NEED_E, PREC, UPCAST,
     )  # fmt: skip
-    if HAS_QUEUE:
+    if HAS_QUEUE:  # queue row c is key N + c; left out by group only with QUEUE_GROUPS
         q_lo = tl.maximum(lo - tiles_k, 0)
         q_hi = tl.maximum(hi - tiles_k, 0)
         q_full = tl.minimum(q_hi, NQ // BLOCK_N)
         acc, m_i, l_i = _fwd_tiles(
-            acc, m_i, l_i, q, queue_ptr, NQ, q_lo, q_full, d, scale2, offs_m, qg, kg_ptr, pos_ptr, M,
-            BLOCK_N, BLOCK_D, False, EVEN_D, False, POS_TABLE, P, NEED_E, PREC, UPCAST,
+            acc, m_i, l_i, q, queue_ptr, NQ, q_lo, q_full, d, scale2, offs_m, qg, queue_g_ptr, pos_ptr, M, N,
+            BLOCK_N, BLOCK_D, False, EVEN_D, QUEUE_GROUPS, POS_TABLE, P, NEED_E, PREC, UPCAST,
         )  # fmt: skip
         acc, m_i, l_i = _fwd_tiles(
-            acc, m_i, l_i, q, queue_ptr, NQ, tl.maximum(q_lo, q_full), q_hi, d, scale2, offs_m, qg, kg_ptr,
-            pos_ptr, M, BLOCK_N, BLOCK_D, True, EVEN_D, False, POS_TABLE, P, NEED_E, PREC, UPCAST,
+            acc, m_i, l_i, q, queue_ptr, NQ, tl.maximum(q_lo, q_full), q_hi, d, scale2, offs_m, qg,
+            queue_g_ptr, pos_ptr, M, N, BLOCK_N, BLOCK_D, True, EVEN_D, QUEUE_GROUPS, POS_TABLE, P, NEED_E,
+            PREC, UPCAST,
         )  # fmt: skip
 
     lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # -inf where nothing was kept
@@ -380,11 +385,11 @@ def _empty(shape, **kw):
     return torch.empty(shape, **kw)
 
 
-def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
+def _fwd(q, k, queue, pos, q_group, k_group, queue_group, temperature, need_e):
     m, d = q.shape
     n = k.shape[0]
     nq = 0 if queue is None else queue.shape[0]
-    cfg = fwd_config(d, q.dtype, q.device, q_group is not None)
+    cfg = fwd_config(d, q.dtype, q.device, q_group is not None)  # queue_group: same tiles as groups
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     key_tiles = triton.cdiv(n, bn) + triton.cdiv(nq, bn)
     query_blocks = triton.cdiv(m, bm)
@@ -399,9 +404,11 @@ def _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e):
     _fwd_kernel[(query_blocks, splits)](
         q, k, k if queue is None else queue, q if pos is None else pos,
         q if q_group is None else q_group, q if k_group is None else k_group,
+        q if queue_group is None else queue_group,
         lse, e, m, n, nq, d, per_split, LOG2E / temperature,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=_block_d(d), EVEN_D=_block_d(d) == d,
-        GROUPS=q_group is not None, POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
+        GROUPS=q_group is not None, QUEUE_GROUPS=queue_group is not None and nq > 0,
+        POS_TABLE=pos is not None, P=1 if pos is None else pos.shape[1],
         NEED_E=need_e, HAS_QUEUE=nq > 0, PREC=_precision(q.dtype, q.device), UPCAST=_upcast(q),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
@@ -442,15 +449,17 @@ def lse_fwd_op(
     pos: torch.Tensor | None,
     q_group: torch.Tensor | None,
     k_group: torch.Tensor | None,
+    queue_group: torch.Tensor | None,
     temperature: float,
     need_e: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lse (M,) float32, E (M, d) float32 or (0, d)) for contiguous q, k, queue of one dtype."""
-    return _fwd(q, k, queue, pos, q_group, k_group, temperature, need_e)
+    """(lse (M,) float32, E (M, d) float32 or (0, d)) for contiguous q, k, queue of one dtype and
+    contiguous int64 group ids."""
+    return _fwd(q, k, queue, pos, q_group, k_group, queue_group, temperature, need_e)
 
 
 @lse_fwd_op.register_fake
-def _(q, k, queue, pos, q_group, k_group, temperature, need_e):
+def _(q, k, queue, pos, q_group, k_group, queue_group, temperature, need_e):
     m, d = q.shape
     return q.new_empty((m,), dtype=torch.float32), q.new_empty((m if need_e else 0, d), dtype=torch.float32)
 
@@ -476,40 +485,42 @@ def _(q, k, lse, g, pos, q_group, k_group, temperature):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, queue, pos, q_group, k_group, temperature, need_e = inputs
+    q, k, queue, pos, q_group, k_group, queue_group, temperature, need_e = inputs
     lse, e = output
-    ctx.save_for_backward(q, k, queue, pos, q_group, k_group, lse, e)
+    ctx.save_for_backward(q, k, queue, pos, q_group, k_group, queue_group, lse, e)
     ctx.temperature = temperature
     ctx.need_e = need_e
     ctx.mark_non_differentiable(e)
 
 
 def _backward(ctx, g_lse, g_e):
-    q, k, queue, pos, q_group, k_group, lse, e = ctx.saved_tensors
+    q, k, queue, pos, q_group, k_group, queue_group, lse, e = ctx.saved_tensors
     tau = ctx.temperature
     dq = dk = None
     if ctx.needs_input_grad[0]:
         if not ctx.need_e:  # q was not marked as needing a gradient at call time: recompute E
-            _, e = lse_fwd_op(q, k, queue, pos, q_group, k_group, tau, True)
+            _, e = lse_fwd_op(q, k, queue, pos, q_group, k_group, queue_group, tau, True)
         dq = (e * (g_lse.float() / tau)[:, None]).to(q.dtype)
     if ctx.needs_input_grad[1]:
         dk = lse_dk_op(q, k, lse, g_lse, pos, q_group, k_group, tau)
-    return dq, dk, None, None, None, None, None, None
+    return dq, dk, None, None, None, None, None, None, None
 
 
 lse_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def dense_lse(q, k, queue, pos, q_group, k_group, temperature):
-    """lse (M,) float32 of the kept keys; q, k, queue one dtype; pos None or (M, P) int64."""
+def dense_lse(q, k, queue, pos, q_group, k_group, queue_group, temperature):
+    """lse (M,) float32 of the kept keys; q, k, queue one dtype; pos None or (M, P) int64; groups None or
+    int64 of shapes (M,), (N,), (Q,)."""
     need_e = torch.is_grad_enabled() and q.requires_grad
     lse, _ = lse_fwd_op(
         q.contiguous(),
         k.contiguous(),
         None if queue is None else queue.contiguous(),
         None if pos is None else pos.contiguous(),
-        q_group,
-        k_group,
+        None if q_group is None else q_group.contiguous(),
+        None if k_group is None else k_group.contiguous(),
+        None if queue_group is None else queue_group.contiguous(),
         temperature,
         need_e,
     )

@@ -30,7 +30,7 @@ def _poisoned_outputs(monkeypatch):
         yield
 
 
-def dense_loss(q, k, queue, positive, q_group, k_group, tau):
+def dense_loss(q, k, queue, positive, q_group, k_group, tau, queue_group=None):
     """Per-row loss from the full float64 logit matrix, written from the definition."""
     m, n = q.shape[0], k.shape[0]
     keys = k.double() if queue is None else torch.cat([k.double(), queue.double()])
@@ -47,6 +47,8 @@ def dense_loss(q, k, queue, positive, q_group, k_group, tau):
     keep = torch.ones_like(pos)
     if q_group is not None:
         keep[:, :n] = (q_group[:, None] != k_group[None, :]) | pos[:, :n]
+    if queue_group is not None:
+        keep[:, n:] = (q_group[:, None] != queue_group[None, :]) | pos[:, n:]
     return torch.logsumexp(s.masked_fill(~keep, float("-inf")), 1) - torch.logsumexp(
         s.masked_fill(~pos, float("-inf")), 1
     )
@@ -55,6 +57,25 @@ def dense_loss(q, k, queue, positive, q_group, k_group, tau):
 def rel(a, b):
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def loop_loss(q, k, queue, positive, q_group, k_group, queue_group, tau):
+    """Per-row loss from a plain float64 loop over queries and keys (the rule, one key at a time)."""
+    keys = [x.double() for x in k] + ([] if queue is None else [x.double() for x in queue])
+    groups = k_group.tolist() + queue_group.tolist()
+    out = []
+    for i in range(q.shape[0]):
+        pos = {int(j) for j in positive[i].reshape(-1).tolist() if j >= 0}
+        num = den = 0.0
+        for j, key in enumerate(keys):
+            e = torch.exp(torch.dot(q[i].double(), key) / tau)
+            if j in pos:
+                num = num + e
+            left_out = groups[j] == int(q_group[i]) and j not in pos
+            if not left_out:
+                den = den + e
+        out.append(torch.log(den) - torch.log(num))
+    return torch.stack(out)
 
 
 def make_case(seed, m, n, nq, d, npos, groups, scale=1.0, dtype=torch.float32):
@@ -77,18 +98,20 @@ def make_case(seed, m, n, nq, d, npos, groups, scale=1.0, dtype=torch.float32):
     return q, k, queue, positive, q_group, k_group
 
 
-def check(impl, case, tau, reduction="none", tol=1e-5, gtol=None):
+def check(impl, case, tau, reduction="none", tol=1e-5, gtol=None, queue_group=None):
     q, k, queue, positive, q_group, k_group = case
     gtol = tol if gtol is None else gtol
     qd = q.detach().double().requires_grad_()
     kd = k.detach().double().requires_grad_()
-    ref = dense_loss(qd, kd, queue, positive, q_group, k_group, tau)
+    ref = dense_loss(qd, kd, queue, positive, q_group, k_group, tau, queue_group)
     weights = torch.rand(ref.shape, dtype=torch.float64) + 0.5  # a non-uniform upstream gradient
     gq, gk = torch.autograd.grad((ref * weights).sum(), [qd, kd])
 
     qt = q.detach().clone().requires_grad_()
     kt = k.detach().clone().requires_grad_()
     kw = dict(positive=positive, q_group=q_group, k_group=k_group, temperature=tau)
+    if queue_group is not None:
+        kw["queue_group"] = queue_group
     out = IMPLS[impl](qt, kt, queue, reduction="none", **kw)
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -126,6 +149,60 @@ def test_matches_float64_dense(impl, seed, m, n, nq, d, npos, groups, tau, split
     monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)  # several key chunks in the reference
     case = make_case(seed, m, n, nq, d, npos, groups)
     check(impl, case, tau, reduction)
+
+
+def queue_group_case(seed, m, n, nq, d, npos):
+    """A grouped case whose queue rows carry group ids too; some positives lie in the queue."""
+    case = make_case(seed, m, n, nq, d, npos, True)
+    g = torch.Generator().manual_seed(seed + 1000)
+    return case, torch.randint(0, 3, (nq,), generator=g)
+
+
+def test_loop_loss_agrees_with_dense_loss():
+    """The two float64 oracles (one-key-at-a-time loop, masked dense matrix) agree on the queue rule."""
+    (q, k, queue, positive, q_group, k_group), queue_group = queue_group_case(101, 9, 11, 13, 5, 3)
+    a = loop_loss(q, k, queue, positive, q_group, k_group, queue_group, 0.2)
+    b = dense_loss(q, k, queue, positive, q_group, k_group, 0.2, queue_group)
+    assert rel(a, b) < 1e-12
+    # The rule does act: without queue groups the loss differs.
+    assert rel(dense_loss(q, k, queue, positive, q_group, k_group, 0.2), b) > 1e-3
+
+
+# (seed, M, N, Q, d, positives per query (0: diagonal), splits)
+QUEUE_GROUP_CASES = [
+    (111, 20, 24, 37, 16, 0, None),
+    (112, 33, 17, 50, 20, 3, 3),
+    (113, 18, 40, 33, 33, 1, 4),
+]
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("seed,m,n,nq,d,npos,splits", QUEUE_GROUP_CASES)
+def test_queue_group_matches_float64_loop(impl, seed, m, n, nq, d, npos, splits, monkeypatch):
+    if splits:
+        monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", splits)
+    monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)
+    case, queue_group = queue_group_case(seed, m, n, nq, d, npos)
+    q, k, queue, positive, q_group, k_group = case
+    if positive is None:
+        positive = torch.arange(m)
+    want = loop_loss(q, k, queue, positive, q_group, k_group, queue_group, 0.1)
+    kw = dict(positive=positive, q_group=q_group, k_group=k_group, queue_group=queue_group)
+    got = IMPLS[impl](q, k, queue, temperature=0.1, reduction="none", **kw)
+    assert rel(got, want) < 1e-5, rel(got, want)
+    check(impl, case, 0.1, queue_group=queue_group)  # gradients against the dense float64 oracle
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_queue_group_int32_and_all_queue_left_out(impl):
+    """int32 groups; every queue row in the query's group: the loss equals the loss without a queue."""
+    q, k, queue, positive, q_group, k_group = make_case(121, 16, 20, 24, 16, 0, True)
+    q_group = torch.zeros(16, dtype=torch.int32)
+    queue_group = torch.zeros(24, dtype=torch.int32)
+    kw = dict(q_group=q_group, k_group=k_group.int(), temperature=0.1, reduction="none")
+    got = IMPLS[impl](q, k, queue, queue_group=queue_group, **kw)
+    want = dense_loss(q, k, None, None, q_group, k_group, 0.1)
+    assert rel(got, want) < 1e-5
 
 
 @pytest.mark.parametrize("impl", ["triton", "reference"])
@@ -237,8 +314,10 @@ def test_custom_op_registrations():
     q, k, queue, positive, *_ = make_case(81, 20, 24, 10, 16, 2, False)
     pos = positive.contiguous()
     torch.library.opcheck(infonce_triton.lse_fwd_op, (q.requires_grad_(), k.requires_grad_(), queue, pos,
-                                                     None, None, 0.1, True))  # fmt: skip
-    lse, _ = infonce_triton.lse_fwd_op(q.detach(), k.detach(), queue, pos, None, None, 0.1, False)
+                                                     None, None, None, 0.1, True))  # fmt: skip
+    qg, kg, queue_g = torch.zeros(20, dtype=torch.long), torch.ones(24, dtype=torch.long), torch.arange(10)
+    torch.library.opcheck(infonce_triton.lse_fwd_op, (q, k, queue, pos, qg, kg, queue_g, 0.1, True))
+    lse, _ = infonce_triton.lse_fwd_op(q.detach(), k.detach(), queue, pos, None, None, None, 0.1, False)
     g = torch.rand(lse.shape)
     torch.library.opcheck(infonce_triton.lse_dk_op, (q.detach(), k.detach(), lse, g, pos, None, None, 0.1))
 
@@ -266,6 +345,32 @@ BAD = [
         dict(q_group=torch.zeros(4, dtype=torch.long), k_group=torch.zeros(5, dtype=torch.long)),
         "k_group must",
     ),
+    (dict(queue_group=torch.zeros(3, dtype=torch.long)), "queue_group needs q_group"),
+    (
+        dict(
+            q_group=torch.zeros(4, dtype=torch.long),
+            k_group=torch.zeros(6, dtype=torch.long),
+            queue_group=torch.zeros(4, dtype=torch.long),
+        ),
+        "queue_group must have shape (3,)",
+    ),  # fmt: skip
+    (
+        dict(
+            q_group=torch.zeros(4, dtype=torch.long),
+            k_group=torch.zeros(6, dtype=torch.long),
+            queue_group=torch.zeros(3),
+        ),
+        "queue_group must be an int64",
+    ),  # fmt: skip
+    (
+        dict(
+            q_group=torch.zeros(4, dtype=torch.long),
+            k_group=torch.zeros(6, dtype=torch.long),
+            queue_group=torch.zeros(3, dtype=torch.long),
+            queue=None,
+        ),
+        "queue_group given without a queue",
+    ),  # fmt: skip
     (dict(temperature=0.0), "temperature"),
     (dict(reduction="avg"), "reduction"),
 ]
