@@ -145,3 +145,106 @@ def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
 
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+
+def pin(t: torch.Tensor, device) -> torch.Tensor:
+    """t in page-locked memory when the batch goes to a CUDA device (so the copy can be non_blocking)."""
+    return t.pin_memory() if torch.device(device).type == "cuda" else t
+
+
+def to_device(tree, device):
+    """Tensors of a (nested) list / tuple / dict moved to device, non_blocking (pinned sources on CUDA)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device, non_blocking=True)
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_device(t, device) for t in tree)
+    if isinstance(tree, dict):
+        return {k: to_device(v, device) for k, v in tree.items()}
+    return tree
+
+
+class Prefetcher:
+    """Iterate make(0), make(1), ..., make(n - 1), with make(i + 1) running in a background thread while
+    the caller works on item i (prefetch=True), or each item made when asked (prefetch=False).
+
+    make(i) must depend only on i (the trainers' batches are functions of (seed, epoch, step)), so both
+    modes yield identical items in the same order. The numba augmentation and numpy release the GIL, so
+    on a GPU run the next batch is read and augmented while the current one computes. An exception in
+    make is raised in the caller at that item. `wait_s` accumulates the seconds the caller spent blocked
+    waiting for an item (with prefetch=False: all the time spent making items)."""
+
+    def __init__(self, make, n: int, prefetch: bool = True, device=None):
+        self.make, self.n, self.prefetch = make, int(n), bool(prefetch)
+        self.device = None if device is None else torch.device(device)
+        self.wait_s = 0.0
+
+    def _ready(self, item):
+        """The item's tensors on self.device (copied in the caller's thread, so on its CUDA stream)."""
+        return item if self.device is None or self.device.type == "cpu" else to_device(item, self.device)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not self.prefetch:
+            for i in range(self.n):
+                t0 = time.perf_counter()
+                item = self.make(i)
+                self.wait_s += time.perf_counter() - t0
+                yield self._ready(item)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skelcl-prefetch") as pool:
+            pending = pool.submit(self.make, 0) if self.n else None
+            try:
+                for i in range(self.n):
+                    t0 = time.perf_counter()
+                    item = pending.result()
+                    self.wait_s += time.perf_counter() - t0
+                    pending = pool.submit(self.make, i + 1) if i + 1 < self.n else None
+                    yield self._ready(item)
+            finally:
+                if pending is not None:  # the caller stopped early: let the running item finish
+                    pending.cancel()
+                    try:
+                        pending.result()
+                    except Exception:
+                        pass
+
+
+def host_tensor(x: np.ndarray, device) -> torch.Tensor:
+    """A CPU tensor of x, pinned when it is bound for CUDA."""
+    return pin(torch.from_numpy(np.ascontiguousarray(x)), device)
+
+
+def pretrain_feed(store, batches, recipe, seed: int, epoch: int, backend: str, snippets: int, device,
+                  prefetch: bool = True) -> Prefetcher:  # fmt: skip
+    """Pretraining batches of one epoch: (views: list of (B, T, M, 25, 3) float32 tensors, align (B, S)
+    long tensor or None when snippets == 0) on `device`, step i augmented with step_rng(seed, epoch, i)."""
+
+    def make(step):
+        x, lengths, _ = store.batch(batches[step])
+        params = augment.sample(recipe, lengths, step_rng(seed, epoch, step))
+        views = augment.apply(x, lengths, params, backend=backend, check_finite=False)
+        align = snippet_alignment(params, snippets) if snippets else None
+        views = [host_tensor(v, device) for v in views]
+        return views, None if align is None else host_tensor(align, device)
+
+    return Prefetcher(make, len(batches), prefetch, device)
+
+
+def finetune_feed(store, batches, recipe, seed: int, epoch: int, backend: str, max_frames: int, device,
+                  prefetch: bool = True) -> Prefetcher:  # fmt: skip
+    """Fine-tuning batches of one epoch: (view (B, T, M, 25, 3) float32, labels (B, T) int64, -1 = padding
+    or unlabeled) on `device`; step i cuts windows and augments with step_rng(seed, epoch, i)."""
+
+    def make(step):
+        rng = step_rng(seed, epoch, step)
+        x, lengths, labels = store.batch(batches[step], max_frames=max_frames, rng=rng)
+        params = augment.sample(recipe, lengths, rng)
+        (view,) = augment.apply(x, lengths, params, backend=backend, check_finite=False)
+        return host_tensor(view, device), host_tensor(labels, device)
+
+    return Prefetcher(make, len(batches), prefetch, device)

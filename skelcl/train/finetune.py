@@ -1,11 +1,24 @@
-"""Localization training and evaluation: encoder (pretrained or random) + U-shaped fusion head.
+"""Localization training and evaluation: an encoder (pretrained or random) + a localization head.
 
 Loss: frame-wise cross-entropy over the C+1 classes (background last), frames labeled -1 (padding,
-unlabeled) ignored. Protocols (finetune.*): "finetune" trains everything; "linear" freezes the encoder
-(parameters and BN statistics) and trains the head only; label_fraction < 1 keeps labels on a seeded
-subset of the training sequences (the others are not used). Evaluation: per-frame softmax on the whole
-test sequences -> proposals (skelcl.eval.proposals_from_scores) -> detection mAP (evaluate_protocol) and
-frame metrics (accuracy, edit, F1).
+unlabeled) ignored. Protocols (finetune.protocol):
+
+    linear         frozen encoder + ONE per-frame linear layer on the last backbone layer's features,
+                   upsampled to frame rate (Linear(C_10 -> C+1) per step, then linear interpolation to T;
+                   both are linear, so this is the same as upsampling first): only that layer trains
+    frozen_fusion  frozen encoder + the U-shaped fusion head (several conv units), the head trains
+    finetune       everything trains; head: finetune.head (ufusion, or simple = the linear layer above)
+
+A frozen encoder keeps its parameters and BatchNorm statistics (it runs in eval mode). A frozen RANDOM
+encoder (finetune.pretrained null) is the baseline that tells what the head reaches on untrained features;
+its BatchNorm statistics are first calibrated on the training sequences (forward passes in train mode
+without gradient, every BN's running mean/variance = the average of its batch statistics; no gradient
+step). label_fraction < 1 keeps labels on a seeded subset of the training sequences (the others are not
+used). Budget: train.steps > 0 runs exactly that many optimizer steps whatever the label fraction (the
+epochs follow from it, the last one cut short, and the LR schedule is stepped per optimizer step over
+train.steps, milestones scaled from train.epochs); train.steps 0 runs train.epochs epochs.
+Evaluation: per-frame softmax on the whole test sequences -> proposals (skelcl.eval.proposals_from_scores)
+-> detection mAP (evaluate_protocol) and frame metrics (accuracy, edit, F1).
 """
 
 from __future__ import annotations
@@ -23,12 +36,13 @@ from skelcl.errors import SkelclError
 from skelcl.eval import evaluate_protocol, frame_metrics, proposals_from_scores, segments_from_labels
 from skelcl.models import Backbone, Localizer
 from skelcl.train import checkpoint
-from skelcl.train.data import SequenceStore, epoch_batches, label_subset, step_rng, to_tensor
+from skelcl.train.data import SequenceStore, epoch_batches, finetune_feed, label_subset, to_tensor
 from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, wrap
 from skelcl.train.pretrain import backbone_config, load_encoder_state, open_split
 from skelcl.train.run import (
     RunDir,
     autocast,
+    compile_modules,
     make_optimizer,
     make_scheduler,
     resume_state,
@@ -36,25 +50,37 @@ from skelcl.train.run import (
     set_threads,
 )
 
-PROTOCOLS = ("finetune", "linear")
+PROTOCOLS = ("linear", "frozen_fusion", "finetune")
+FROZEN = ("linear", "frozen_fusion")  # protocols with a frozen encoder
+
+
+def protocol_head(f: dict) -> str:
+    """The head a protocol trains: linear -> "simple" (one linear layer), frozen_fusion -> "ufusion",
+    finetune -> finetune.head (null: "ufusion"). A head that contradicts the protocol is an error."""
+    proto, head = f["protocol"], f.get("head")
+    if proto not in PROTOCOLS:
+        raise SkelclError(f"finetune.protocol must be one of {', '.join(PROTOCOLS)}, got {proto!r}")
+    fixed = {"linear": "simple", "frozen_fusion": "ufusion"}.get(proto)
+    if fixed is not None and head not in (None, fixed):
+        raise SkelclError(f"finetune.head {head!r} does not fit protocol {proto} (its head is {fixed}; "
+                          f"set finetune.head=null or use the other frozen protocol)")  # fmt: skip
+    return fixed or head or "ufusion"
 
 
 def build_localizer(cfg: dict, num_outputs: int) -> tuple[Localizer, dict]:
-    """(model, backbone config). With finetune.pretrained the encoder weights come from that run."""
+    """(model, backbone config). With finetune.pretrained the encoder weights come from that run, else
+    the encoder is random (model.*). Frozen protocols turn off the encoder's gradients."""
     f = cfg["finetune"]
-    if f["protocol"] not in PROTOCOLS:
-        raise SkelclError(f"finetune.protocol must be one of {', '.join(PROTOCOLS)}, got {f['protocol']!r}")
+    head = protocol_head(f)
     if f["pretrained"]:
         bcfg, state = load_encoder_state(f["pretrained"])
         backbone = Backbone(**bcfg)
         backbone.load_state_dict(state)
     else:
-        if f["protocol"] == "linear":
-            raise SkelclError("finetune.protocol linear needs finetune.pretrained (a frozen random encoder)")
         bcfg = backbone_config(cfg["model"])
         backbone = Backbone(**bcfg)
-    model = Localizer(backbone, num_outputs, head=f["head"])
-    if f["protocol"] == "linear":
+    model = Localizer(backbone, num_outputs, head=head)
+    if f["protocol"] in FROZEN:
         for p in model.backbone.parameters():
             p.requires_grad_(False)
     return model, bcfg
@@ -62,8 +88,56 @@ def build_localizer(cfg: dict, num_outputs: int) -> tuple[Localizer, dict]:
 
 def set_train_mode(model: Localizer, protocol: str) -> None:
     model.train()
-    if protocol == "linear":
-        model.backbone.eval()  # frozen: BN statistics stay those of pretraining
+    if protocol in FROZEN:
+        model.backbone.eval()  # frozen: BN statistics stay those of pretraining (or of the calibration)
+
+
+@torch.no_grad()
+def calibrate_bn(module: torch.nn.Module, batches) -> int:
+    """Re-estimate the BatchNorm running statistics of `module` from an iterable of inputs: every BN
+    layer's running mean and variance become the plain average of its batch statistics over the batches
+    (momentum None), from forward passes in train mode without gradient. Parameters do not change; the
+    module's mode and the BN momenta are restored. Returns the number of batches."""
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    was_training = module.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    n = 0
+    try:
+        for x in batches:
+            module(x)
+            n += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        module.train(was_training)
+    if n == 0:
+        raise SkelclError("BatchNorm calibration got no batches")
+    return n
+
+
+def calibration_batches(store: SequenceStore, batch_size: int, max_frames: int, seed: int, device):
+    """Every sequence of `store` once, un-augmented, in length order (little padding), cut to a seeded
+    random window of at most max_frames: input tensors (B, T, M, 25, 3)."""
+    order = np.argsort(store.cache.lengths, kind="stable")
+    rng = np.random.default_rng([seed, 30])
+    for i in range(0, len(order), batch_size):
+        x, _, _ = store.batch(order[i : i + batch_size], max_frames=max_frames, rng=rng)
+        yield to_tensor(x, device)
+
+
+def schedule_config(t: dict) -> dict:
+    """The train section make_scheduler sees: with train.steps > 0 the schedule runs over steps (it is
+    stepped per optimizer step), milestones m (in epochs of train.epochs) move to round(m * steps / epochs)."""
+    steps = int(t.get("steps") or 0)
+    if steps <= 0:
+        return t
+    epochs = max(1, int(t["epochs"]))
+    ms = [max(1, round(int(m) * steps / epochs)) for m in t.get("milestones") or []]
+    return {**t, "epochs": steps, "milestones": ms}
 
 
 @torch.no_grad()
@@ -117,45 +191,61 @@ def run_finetune(
     num_outputs = train_cache.num_classes
     model, bcfg = build_localizer(cfg, num_outputs)
     model.to(device)
+    compile_modules(t.get("compile", False), model.backbone)
     recipe = augment.load_recipe(t["recipe"])
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
-    scheduler = make_scheduler(optimizer, t)
+    bs, steps_cfg = int(t["batch_size"]), int(t.get("steps") or 0)
+    per_epoch = len(epoch_batches(len(store), bs, seed, 0, drop_last=False))
+    if steps_cfg > 0:  # a fixed budget of optimizer steps, whatever the label fraction
+        epochs, total_steps = -(-steps_cfg // per_epoch), steps_cfg
+    else:
+        epochs = int(t["epochs"])
+        total_steps = epochs * per_epoch
+    per_step = steps_cfg > 0  # the LR schedule is stepped per optimizer step (else per epoch)
+    scheduler = make_scheduler(optimizer, schedule_config(t))
+    frozen = f["protocol"] in FROZEN
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "localizer", model, optimizer, scheduler, device)
+    elif frozen and not f["pretrained"]:
+        calib = SequenceStore.from_config(train_cache, cfg["data"])
+        n = calibrate_bn(model.backbone, calibration_batches(calib, bs, int(t["max_frames"]), seed, device))
+        run.log(f"frozen random encoder: BatchNorm statistics calibrated on the {len(calib)} training "
+                f"sequences ({n} batches, no gradient steps)")  # fmt: skip
     ddp = wrap(model, device)
-    epochs, bs = int(t["epochs"]), int(t["batch_size"])
     source = f["pretrained"] or "random init"
     run.log(f"finetune ({f['protocol']}, labels on {len(store)}/{len(train_cache)} sequences, "
-            f"encoder: {source}, head {f['head']}): {epochs} epochs, batch {bs}, on {device}")  # fmt: skip
+            f"encoder: {source}{' (frozen)' if frozen else ''}, head {model.head_kind}): {epochs} epochs "
+            f"= {total_steps} optimizer steps, batch {bs}, on {device}")  # fmt: skip
     eval_every = int(t["eval_every"])
     for epoch in range(start, epochs):
         set_train_mode(model, f["protocol"])
         t0 = time.time()
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=False)
+        batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
         total, count = 0.0, 0
-        bar = tqdm(
-            batches, desc=f"finetune {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main()
-        )
-        for step, idx in enumerate(bar):
-            rng = step_rng(seed, epoch, step)
-            x, lengths, labels = store.batch(idx, max_frames=int(t["max_frames"]), rng=rng)
-            params = augment.sample(recipe, lengths, rng)
-            (view,) = augment.apply(x, lengths, params, backend=t["augment_backend"], check_finite=False)
-            y = to_tensor(labels, device)
+        # the next batch is read and augmented in a background thread while this one computes
+        feed = finetune_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
+                             int(t["max_frames"]), device, t.get("prefetch", True))  # fmt: skip
+        bar = tqdm(feed, desc=f"finetune {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main())
+        for step, (view, y) in enumerate(bar):
             with autocast(device, t["amp"]):
-                logits = ddp(to_tensor(view, device))
+                logits = ddp(view)
             loss = F.cross_entropy(logits.float().reshape(-1, num_outputs), y.reshape(-1), ignore_index=-1)
             if not torch.isfinite(loss):
                 raise SkelclError(f"finetune: loss became {float(loss)} at epoch {epoch + 1} step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if per_step:
+                scheduler.step()
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        scheduler.step()
-        record = {"epoch": epoch + 1, "loss": mean_scalar(total / max(1, count)),
+        if not per_step:
+            scheduler.step()
+        record = {"epoch": epoch + 1, "steps": epoch * per_epoch + len(batches),
+                  "loss": mean_scalar(total / max(1, count)),
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}  # fmt: skip
         last = epoch + 1 == epochs
         if eval_every and (epoch + 1) % eval_every == 0 and not last and is_main():
@@ -168,7 +258,8 @@ def run_finetune(
         run.log(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{extra}")
         if is_main() and ((epoch + 1) % int(t["ckpt_every"]) == 0 or last):
             checkpoint.save(run.checkpoint, {
-                "kind": "localizer", "config": cfg, "backbone": bcfg, "head": f["head"],
+                "kind": "localizer", "config": cfg, "backbone": bcfg, "head": model.head_kind,
+                "protocol": f["protocol"],
                 "num_outputs": num_outputs, "classes": train_cache.classes, "bodies": test_store.bodies,
                 "epoch": epoch + 1,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -186,6 +277,8 @@ def run_finetune(
         run.log(f"test: avg mAP@0.1:0.5 {final['avg_mAP_0.1:0.5']:.4f}, mAP@0.5 {final['mAP@0.5']:.4f}, "
                 f"frame accuracy {final['frame_accuracy']:.4f}")  # fmt: skip
     metrics = {"history": history, "final": final, "labeled_sequences": int(len(store)),
+               "protocol": f["protocol"], "head": model.head_kind, "encoder": source,
+               "steps": int(history[-1]["steps"]) if history else 0, "epochs": epochs,
                "train_sequences": int(len(train_cache)), "test_sequences": int(len(test_store))}  # fmt: skip
     run.write_metrics(metrics)
     run.close()

@@ -20,11 +20,12 @@ from skelcl.data import open_cache
 from skelcl.errors import SkelclError
 from skelcl.models import MoCo
 from skelcl.train import checkpoint
-from skelcl.train.data import SequenceStore, epoch_batches, snippet_alignment, step_rng, to_tensor
+from skelcl.train.data import SequenceStore, epoch_batches, pretrain_feed
 from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, unwrap, wrap
 from skelcl.train.run import (
     RunDir,
     autocast,
+    compile_modules,
     make_optimizer,
     make_scheduler,
     resume_state,
@@ -73,6 +74,7 @@ def run_pretrain(
     store = SequenceStore.from_config(open_split(cfg["data"]), cfg["data"])
     recipe = augment.load_recipe(cfg["pretrain"]["recipe"])
     model = build_moco(cfg).to(device)
+    compile_modules(t.get("compile", False), model.encoder_q, model.encoder_k)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
     scheduler = make_scheduler(optimizer, t)
     start, history = 0, []
@@ -84,20 +86,17 @@ def run_pretrain(
     run.log(f"pretrain {cfg['pretrain']['method']}{' + snippet' if model.snippet else ''}: {len(store)} "
             f"sequences, {epochs} epochs, batch {bs}, device {device}")  # fmt: skip
     S = model.num_snippets
+    waits = []  # per epoch: share of the time the step loop waited for data
     for epoch in range(start, epochs):
         model.train()
         t0 = time.time()
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
         sums: dict[str, float] = {}
-        bar = tqdm(
-            batches, desc=f"pretrain {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main()
-        )
-        for step, idx in enumerate(bar):
-            x, lengths, _ = store.batch(idx)
-            params = augment.sample(recipe, lengths, step_rng(seed, epoch, step))
-            views = augment.apply(x, lengths, params, backend=t["augment_backend"], check_finite=False)
-            views = [to_tensor(v, device) for v in views]
-            align = to_tensor(snippet_alignment(params, S), device) if model.snippet else None
+        # the next batch is read and augmented in a background thread while this one computes
+        feed = pretrain_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
+                             S if model.snippet else 0, device, t.get("prefetch", True))  # fmt: skip
+        bar = tqdm(feed, desc=f"pretrain {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main())
+        for step, (views, align) in enumerate(bar):
             with autocast(device, t["amp"]):
                 loss, stats = ddp(views, epoch=epoch, align=align)
             if not torch.isfinite(loss):
@@ -109,6 +108,10 @@ def run_pretrain(
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
+        waits.append(wait_share)
+        run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
+        run.log(f"epoch {epoch + 1}/{epochs}: waited for data {100 * wait_share:.1f} % of the time")
         scheduler.step()
         record = {k: mean_scalar(v / max(1, len(batches))) for k, v in sums.items()}
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - t0)
@@ -129,6 +132,7 @@ def run_pretrain(
             run.close()
             return {"history": history, "stopped": True}
     metrics = {"history": history, "final": history[-1] if history else {}}
+    metrics["data_wait_share"] = sum(waits) / max(1, len(waits))
     run.write_metrics(metrics)
     run.close()
     unwrap(ddp)

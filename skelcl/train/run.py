@@ -143,3 +143,17 @@ def resume_state(run, kind: str, model, optimizer, scheduler, device) -> tuple[i
 def set_threads(n: int) -> None:
     if n and n > 0:
         torch.set_num_threads(int(n))
+
+
+def compile_modules(enabled: bool, *modules) -> None:
+    """train.compile: torch.compile each module in place (nn.Module.compile, so parameter names and
+    checkpoints are unchanged); the graph convolution and InfoNCE custom ops compile with them. The first
+    steps take longer (compilation); on a CPU the inductor backend needs a C++ compiler."""
+    if not enabled:
+        return
+    import shutil
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")) and not torch.cuda.is_available():
+        raise SkelclError("train.compile: torch.compile on the CPU needs a C++ compiler (g++) on PATH")
+    for m in modules:
+        m.compile()
