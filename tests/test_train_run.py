@@ -141,8 +141,8 @@ def test_cli_error_paths(tiny, tmp_path, capsys):
     err(
         ["finetune", "--out", str(tmp_path / "x"), "--data", str(tiny), "--config", "nope"], "no config named"
     )
-    err(["finetune", "--out", str(tmp_path / "lin"), "--data", str(tiny), "finetune.protocol=linear"],
-        "needs finetune.pretrained")  # fmt: skip
+    err(["finetune", "--out", str(tmp_path / "lin"), "--data", str(tiny), "finetune.protocol=linear",
+         "finetune.head=ufusion"], "does not fit protocol linear")  # fmt: skip
 
     base = ["--data", str(tiny), "data.bodies=1", "model.width=0.125", "train.epochs=2", "train.batch_size=6",
             "train.num_threads=2", "pretrain.queue_size=8", "pretrain.snippet_queue_size=40"]  # fmt: skip

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     _add_common(p, "pretrain_skeletonclr")
     p.set_defaults(func=cmd_pretrain)
 
-    p = subparsers.add_parser("finetune", help="train the localizer (fine-tune, linear, semi, scratch)")
+    what = "train the localizer (finetune.protocol: linear, frozen_fusion, finetune)"
+    p = subparsers.add_parser("finetune", help=what, description=what)
     _add_common(p, "finetune")
     p.add_argument("--pretrained", help="pretraining run directory or checkpoint (sets finetune.pretrained)")
     p.set_defaults(func=cmd_finetune)

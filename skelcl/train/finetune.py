@@ -131,7 +131,7 @@ def calibration_batches(store: SequenceStore, batch_size: int, max_frames: int, 
 
 def schedule_config(t: dict) -> dict:
     """The train section make_scheduler sees: with train.steps > 0 the schedule runs over steps (it is
-    stepped per optimizer step), milestones m (in epochs of train.epochs) move to round(m * steps / epochs)."""
+    stepped per optimizer step), milestones m (epochs of train.epochs) move to round(m * steps / epochs)."""
     steps = int(t.get("steps") or 0)
     if steps <= 0:
         return t
