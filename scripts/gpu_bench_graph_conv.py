@@ -46,7 +46,7 @@ TARGETS = {  # (row, dtype) -> target: issue 6, H100
     ("unit_N256_C256_T64", "bf16"): dict(ms=3.5),
     ("backbone_N256_T64", "bf16"): dict(samples_per_s=8400.0),
 }
-ANCHORS_H100 = {  # DESIGN.md section 7, same card kind, torch 2.11 (eager / torch.compile)
+ANCHORS_H100 = {  # plain PyTorch, measured on one H100 80GB HBM3, torch 2.11 (eager / torch.compile)
     ("unit_N256_C256_T64", "fp32"): "eager 14.2 ms, compile 13.8 ms",
     ("unit_N256_C256_T64", "bf16"): "eager 12.3 ms, compile 9.8 ms",
     ("unit_N64_C64_T64", "fp32"): "eager 1.08 ms, compile 1.54 ms",

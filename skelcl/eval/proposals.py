@@ -9,10 +9,10 @@ Two generators (`proposals_from_scores(probs, method=...)`):
 argmax: every maximal run of the per-frame argmax class (not background) of at least `min_length` frames
     is one segment; its score is the mean probability of that class inside the run.
 
-sweep (the localization protocol of DESIGN.md section 2): for each class c and each threshold h in
-    `thresholds`, every maximal run of frames with probs[:, c] >= h that lasts at least `min_length` frames is
-    a proposal [s, e). With L = e - s and n = max(1, round(context * L)) context frames on each side
-    (clipped at the sequence ends), its score is
+sweep (multi-threshold grouping of the frame scores; every mAP this project reports uses it): for each
+    class c and each threshold h in `thresholds`, every maximal run of frames with probs[:, c] >= h that
+    lasts at least `min_length` frames is a proposal [s, e). With L = e - s and n = max(1, round(context
+    * L)) context frames on each side (clipped at the sequence ends), its score is
 
         mean(probs[s:e, c]) - context_weight * mean(probs[max(0, s - n):s, c] ++ probs[e:min(T, e + n), c])
 
