@@ -54,7 +54,7 @@ def test_alignment_of_tempo_views_leaves_out_the_uncovered_half():
     """The 2x view spans 300 frames, the 1x view 150 of them: a 1x query nearly always has a counterpart
     (not always: each view has its own crop shift), a 2x query only for about half of its snippets, and
     the left-out ones lie outside the 1x view's time range."""
-    p = augment.sample("skeletonclr", np.full(64, 600), np.random.default_rng(5))
+    p = augment.sample("aimclr", np.full(64, 600), np.random.default_rng(5))  # query and key: the 2 tempos
     al = snippet_alignment(p, 19)
     speed_q = p.views[0].speed
     assert (al[speed_q == 1] >= 0).mean() > 0.9

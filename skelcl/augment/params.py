@@ -173,6 +173,8 @@ def sample(recipe, lengths, rng) -> Params:
             op = ops["tempo"]
             if vi in pair_speed:
                 s = pair_speed[vi].copy()
+            elif op.same_as is not None:  # the named (earlier) view's speed, per sample
+                s = next(v for v in views if v.name == op.same_as).speed.copy()
             else:
                 s = np.asarray(op.speeds, dtype=np.int64)[rng.integers(0, len(op.speeds), B)]
             o = rng.integers(0, W - s * (T_out - 1)).astype(np.int64)

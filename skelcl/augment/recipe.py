@@ -8,6 +8,7 @@ field.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,12 @@ class CropResize:
 @dataclass(frozen=True)
 class Tempo:
     """Take `frames` frames every `speed` frames; speed drawn from `speeds`. Views with pair=True share one
-    random permutation of `speeds` per sample (query and key get different tempos)."""
+    random permutation of `speeds` per sample (query and key get different tempos). same_as: the name of an
+    earlier view whose speed this view copies per sample (same tempo, own offset); no draw of its own."""
 
     speeds: tuple[int, ...] = (1, 2)
     pair: bool = False
+    same_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,10 @@ def _check_op(where: str, op) -> None:
             _num(f"{where}.speeds", s, 1, integer=True)
         if not isinstance(op.pair, bool):
             _fail(f"{where}.pair", f"expected true or false, got {op.pair!r}")
+        if op.same_as is not None and not isinstance(op.same_as, str):
+            _fail(f"{where}.same_as", f"expected a view name, got {op.same_as!r}")
+        if op.same_as is not None and op.pair:
+            _fail(f"{where}", "pair: true and same_as exclude each other")
     elif isinstance(op, Shear):
         _num(f"{where}.r", op.r, 0.0)
     elif isinstance(op, Rotate):
@@ -288,6 +295,13 @@ def recipe_from_dict(name: str, raw) -> Recipe:
                     vwhere,
                     f"{frames} frames at speed {max(speeds)} need {need} window frames; window is {window}",
                 )
+        if tempo is not None and tempo.same_as is not None:
+            earlier = {v.name: v for v in views}
+            ref = earlier.get(tempo.same_as)
+            if ref is None:
+                _fail(f"{vwhere}.ops.tempo.same_as", f"no earlier view named {tempo.same_as!r}")
+            if ref.op("tempo") is None or ref.op("tempo").speeds != tempo.speeds:
+                _fail(f"{vwhere}.ops.tempo.same_as", f"view {tempo.same_as!r} needs a tempo with the same speeds")
         views.append(View(name=str(rv.get("name", f"view{i}")), frames=frames, ops=ops))
     paired = [v for v in views if v.op("tempo") is not None and v.op("tempo").pair]
     if paired:
@@ -317,14 +331,17 @@ def _read_yaml(path: Path) -> dict:
 def load_recipe(name_or_path, name: str | None = None) -> Recipe:
     """A Recipe by built-in name ("skeletonclr", "aimclr", "finetune"), or from a YAML file.
 
-    A file holds either one recipe (fields window, views) or a mapping of recipe names; in the second case
-    pass `name` (or the file must hold exactly one recipe). A Recipe passes through unchanged.
+    Only an argument that looks like a path (a Path, or text holding a path separator or ending in .yaml /
+    .yml) is read as a file, so a file or folder named like a built-in in the working directory never
+    hides it. A file holds either one recipe (fields window, views) or a mapping of recipe names; in the
+    second case pass `name` (or the file must hold exactly one recipe). A Recipe passes through unchanged.
     """
     if isinstance(name_or_path, Recipe):
         return name_or_path
     text = str(name_or_path)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if isinstance(name_or_path, Path) or any(c in text for c in seps) or text.endswith((".yaml", ".yml")):
         data = _read_yaml(path)
         if "views" in data:
             return recipe_from_dict(name or path.stem, data)
