@@ -332,7 +332,12 @@ def _empty(shape, **kw):
 # --------------------------------------------------------------------------------------- launchers
 def _launch_gc(x, w, a, bias, residual, relu, xa, need_y, need_da):
     """y = sum_k w_k x a_k (+ bias)(+ residual)(ReLU) and/or dA partials; w (K, C_out, C_in), a (K, V, V)
-    any strides. Returns (y or None, da (K, V, V) float32 or None)."""
+    any strides (passed to the kernel); x, bias, residual, xa are made contiguous (the kernel assumes it).
+    Returns (y or None, da (K, V, V) float32 or None)."""
+    x = x.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    residual = None if residual is None else residual.contiguous()
+    xa = None if xa is None else xa.contiguous()
     N, C_in, T, V = x.shape
     K, C_out = w.shape[0], w.shape[1]
     cfg = fwd_config(C_in, C_out, x.dtype, x.device, need_da)
@@ -365,7 +370,8 @@ def _launch_gc(x, w, a, bias, residual, relu, xa, need_y, need_da):
 
 
 def _launch_dw(g, x, a):
-    """dW (K, C_out, C_in) float32 = sum_{n,t} (g_nt a_k^T) x_nt^T for g (N, C_out, T, V)."""
+    """dW (K, C_out, C_in) float32 = sum_{n,t} (g_nt a_k^T) x_nt^T for g (N, C_out, T, V); a any strides."""
+    g, x = g.contiguous(), x.contiguous()
     N, C_in, T, V = x.shape
     C_out = g.shape[1]
     K = a.shape[0]
@@ -474,12 +480,13 @@ graph_conv_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def graph_conv_fused(x, weight, adjacency, bias, residual, relu):
-    """Entry point for `graph_conv_triton`: inputs already one dtype (float32, bfloat16 or float16)."""
+    """Entry point for `graph_conv_triton`: inputs already one dtype (float32, bfloat16 or float16), any
+    strides (weight and adjacency are read through their strides, the others made contiguous)."""
     return graph_conv_fwd_op(
         x.contiguous(),
         weight,
         adjacency,
-        bias,
+        None if bias is None else bias.contiguous(),
         None if residual is None else residual.contiguous(),
         relu,
     )

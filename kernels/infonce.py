@@ -16,14 +16,25 @@ loss +inf.
 
 Gradient of the dense part: d lse_i / d s_ij = softmax_ij over the kept keys, so
     dq_i = g_i / tau * sum_j softmax_ij key_j,     dk_j = 1 / tau * sum_i g_i softmax_ij q_i,
-recomputed chunk by chunk in backward. The sparse part is plain autograd on (M, P, d) gathers.
+recomputed chunk by chunk in backward. A row with no kept key gets softmax weight 0 (its loss is NaN,
+its gradient 0, never NaN). The sparse part saves only its inputs and works on row chunks of (rows, P, d)
+gathers; its gradients are written chunk by chunk in the input dtypes.
 
 `info_nce_reference` is the PyTorch path (CPU, float64 for gradcheck); `info_nce_triton` the Triton
 path (CUDA, or CPU under TRITON_INTERPRET=1); `info_nce` dispatches on the device. The loss is float32
 (float64 for float64 inputs) whatever the input dtype.
+
+Precision: under autocast (CUDA or CPU, bfloat16 / float16) q, k and queue are cast to the autocast
+dtype on entry (as a matmul would be), so mixed-precision training runs the 16-bit kernel whatever
+F.normalize or the queue buffers return; accumulation is float32 either way. Outside autocast, float32
+inputs follow torch.get_float32_matmul_precision() on the GPU: "highest" (PyTorch's default) runs the
+3xtf32 variant (near-float32 accuracy, slower, its tiles spill), "high" / "medium" run tf32.
+All tensor arguments may be non-contiguous views.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -32,6 +43,8 @@ _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MAX_D = 256
 # Reference: at most this many logits per chunk (16 MiB in float32).
 _CHUNK_ELEMENTS = 1 << 22
+# Positive term: at most this many gathered (row, positive, feature) elements per chunk (4 MiB in float32).
+_POS_CHUNK = 1 << 20
 
 
 def _check_inputs(
@@ -116,27 +129,107 @@ def _positive_table(positive, m, device):
     return positive[:, None] if positive.dim() == 1 else positive
 
 
+def _no_autocast(device):
+    """Autocast off for the kernels' own arithmetic (inputs are cast once, on entry)."""
+    return torch.autocast(device.type, enabled=False)
+
+
+def _autocast_dtype(device):
+    """The autocast dtype when autocast is on for this device type (16-bit only), else None."""
+    dev = device.type
+    if dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev):
+        dtype = torch.get_autocast_dtype(dev)
+        if dtype in (torch.bfloat16, torch.float16):
+            return dtype
+    return None
+
+
+def _positive_rows(k, queue, pos, a, b, dtype):
+    """Keys [k; queue][pos[a:b]] as (b - a, P, d) in dtype; -1 padding reads key 0 (masked later)."""
+    n = k.shape[0]
+    idx = pos[a:b]
+    rows = k[idx.clamp(0, n - 1)].to(dtype)
+    if queue is not None:
+        qrows = queue[(idx - n).clamp(0, queue.shape[0] - 1)].to(dtype)
+        rows = torch.where((idx >= n)[..., None], qrows, rows)
+    return rows
+
+
+class _PositiveLogits(torch.autograd.Function):
+    """s_ip = <q_i, key_{pos_ip}> / tau, (M, P) in compute_dtype (P = 1 for the diagonal pos=None).
+
+    Row chunks of at most _POS_CHUNK gathered elements; saves only its inputs (no compute-dtype copies
+    of q or the keys); backward writes dq (and dk for the diagonal) chunk by chunk into tensors of the
+    input dtypes. Queue keys get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, queue, pos, temperature, compute_dtype):
+        m, d = q.shape
+        npos = 1 if pos is None else pos.shape[1]
+        step = max(1, _POS_CHUNK // (npos * d))
+        s = torch.empty((m, npos), dtype=compute_dtype, device=q.device)
+        for a in range(0, m, step):
+            b = min(a + step, m)
+            qa = q[a:b].to(compute_dtype)
+            if pos is None:
+                s[a:b, 0] = (qa * k[a:b].to(compute_dtype)).sum(-1)
+            else:
+                s[a:b] = torch.einsum("rd,rpd->rp", qa, _positive_rows(k, queue, pos, a, b, compute_dtype))
+        ctx.save_for_backward(q, k, queue, pos)
+        ctx.temperature, ctx.compute_dtype, ctx.step = temperature, compute_dtype, step
+        return s.div_(temperature)
+
+    @staticmethod
+    def backward(ctx, gs):
+        q, k, queue, pos = ctx.saved_tensors
+        cdt, step = ctx.compute_dtype, ctx.step
+        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        m, n = q.shape[0], k.shape[0]
+        gs = gs.to(cdt) / ctx.temperature
+        dq = torch.empty_like(q) if need_q else None
+        dk = None
+        if need_k:  # the diagonal touches key i once: write it directly; a table may repeat keys
+            dk = torch.zeros_like(k) if pos is None else torch.zeros(k.shape, dtype=cdt, device=k.device)
+        with _no_autocast(q.device):
+            for a in range(0, m, step):
+                b = min(a + step, m)
+                if need_q:
+                    if pos is None:
+                        dq[a:b] = (gs[a:b] * k[a:b].to(cdt)).to(q.dtype)
+                    else:
+                        rows = _positive_rows(k, queue, pos, a, b, cdt)
+                        dq[a:b] = torch.einsum("rp,rpd->rd", gs[a:b], rows).to(q.dtype)
+                if need_k:
+                    qa = q[a:b].to(cdt)
+                    if pos is None:
+                        dk[a:b] = (gs[a:b] * qa).to(k.dtype)
+                    else:
+                        idx = pos[a:b]
+                        in_k = (idx >= 0) & (idx < n)
+                        w = torch.where(in_k, gs[a:b], torch.zeros((), dtype=cdt, device=gs.device))
+                        contrib = (w[:, :, None] * qa[:, None, :]).reshape(-1, qa.shape[1])
+                        dk.index_add_(0, idx.clamp(0, n - 1).reshape(-1), contrib)
+        if dk is not None and pos is not None:
+            dk = dk.to(k.dtype)
+        return dq, dk, None, None, None, None
+
+
 def positive_logsumexp(q, k, queue, pos, temperature, compute_dtype):
     """plse_i = log sum_p exp(<q_i, key_p> / tau), (M,) in compute_dtype, differentiable in q and k.
 
-    pos is None (diagonal) or an (M, P) table with -1 padding. Works on (M, P, d) gathers only.
+    pos is None (diagonal) or an (M, P) table with -1 padding; a repeated index counts once. Memory: the
+    (M, P) logits plus one row chunk of (rows, P, d) gathers.
     """
-    m = q.shape[0]
-    qc = q.to(compute_dtype)
+    queue = None if queue is None else queue.detach()
+    s = _PositiveLogits.apply(q, k, queue, pos, temperature, compute_dtype)
     if pos is None:
-        return (qc * k[:m].to(compute_dtype)).sum(-1) / temperature
-    n = k.shape[0]
+        return s[:, 0]
     valid = pos >= 0
     if pos.shape[1] > 1:  # a repeated index counts once: positives are a set of keys
         npos = pos.shape[1]
         earlier = torch.ones(npos, npos, dtype=torch.bool, device=pos.device).tril(-1)
         valid = valid & ~((pos[:, :, None] == pos[:, None, :]) & earlier).any(2)
-    rows = k[pos.clamp(0, n - 1)].to(compute_dtype)  # (M, P, d)
-    if queue is not None:
-        from_queue = (pos >= n)[..., None]
-        qrows = queue.detach()[(pos - n).clamp(0, queue.shape[0] - 1)].to(compute_dtype)
-        rows = torch.where(from_queue, qrows, rows)
-    s = torch.einsum("md,mpd->mp", qc, rows) / temperature
     return torch.logsumexp(s.masked_fill(~valid, float("-inf")), 1)
 
 
@@ -203,6 +296,8 @@ class _ChunkedLSE(torch.autograd.Function):
         qc = q.to(cdt)
         g = g.to(cdt)
         rows = torch.arange(m, device=q.device)
+        # A row with no kept key has lse = -inf and softmax 0 / 0: give it weight 0, not NaN.
+        lse_safe = torch.where(torch.isinf(lse), torch.zeros((), dtype=lse.dtype, device=lse.device), lse)
         dq = torch.zeros_like(qc) if need_q else None
         dk = torch.zeros(k.shape, dtype=cdt, device=k.device) if need_k else None
         for a, b, from_k in _key_chunks(n, total, ctx.chunk):
@@ -210,7 +305,7 @@ class _ChunkedLSE(torch.autograd.Function):
                 continue
             keys = (k[a:b] if from_k else queue[a - n : b - n]).to(cdt)
             s = _mask_chunk(qc @ keys.t() / tau, q_group, k_group, queue_group, pos, rows, a, b, n)
-            w = torch.exp(s - lse[:, None]) * g[:, None]  # g_i * softmax_ij
+            w = torch.exp(s - lse_safe[:, None]) * g[:, None]  # g_i * softmax_ij
             if need_q:
                 dq += w @ keys
             if need_k and from_k:
@@ -226,6 +321,16 @@ def _reduce(loss, reduction):
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def _autocast_inputs(q, k, queue):
+    """Under autocast (CUDA or CPU, 16-bit dtype) q, k and queue are cast to the autocast dtype, as a
+    matmul would be; float64 stays float64. Accumulation stays float32 either way."""
+    dtype = _autocast_dtype(q.device)
+    if dtype is None:
+        return q, k, queue
+    cast = [t if t is None or t.dtype == torch.float64 else t.to(dtype) for t in (q, k, queue)]
+    return tuple(cast)
 
 
 def _groups(q_group, k_group, queue_group):
@@ -263,13 +368,15 @@ def info_nce_reference(
         queue_group,
     )
     temperature = float(temperature)
+    q, k, queue = _autocast_inputs(q, k, queue)
     cdt = torch.float64 if torch.float64 in (q.dtype, k.dtype) else torch.float32
     pos = _positive_table(positive, q.shape[0], q.device)
     qg, kg, queue_g = _groups(q_group, k_group, queue_group)
     qd = None if queue is None else queue.detach()
-    lse = _ChunkedLSE.apply(q, k, qd, pos, qg, kg, queue_g, temperature, cdt)
-    loss = lse - positive_logsumexp(q, k, qd, pos, temperature, cdt)
-    return _reduce(loss, reduction)
+    with _no_autocast(q.device):
+        lse = _ChunkedLSE.apply(q, k, qd, pos, qg, kg, queue_g, temperature, cdt)
+        loss = lse - positive_logsumexp(q, k, qd, pos, temperature, cdt)
+        return _reduce(loss, reduction)
 
 
 def info_nce_triton(
@@ -305,16 +412,19 @@ def info_nce_triton(
     from skelcl.kernels import infonce_triton  # imports triton (TRITON_INTERPRET is read at import)
 
     temperature = float(temperature)
+    q, k, queue = _autocast_inputs(q, k, queue)
     cdt = q.dtype
     for t in (k, queue):
         if t is not None:
             cdt = torch.promote_types(cdt, t.dtype)
     pos = _positive_table(positive, q.shape[0], q.device)
     qg, kg, queue_g = _groups(q_group, k_group, queue_group)
+    q, k = q.to(cdt), k.to(cdt)
     qd = None if queue is None else queue.detach().to(cdt)
-    lse = infonce_triton.dense_lse(q.to(cdt), k.to(cdt), qd, pos, qg, kg, queue_g, temperature)
-    loss = lse - positive_logsumexp(q, k, qd, pos, temperature, torch.float32)
-    return _reduce(loss, reduction)
+    with _no_autocast(q.device):
+        lse = infonce_triton.dense_lse(q, k, qd, pos, qg, kg, queue_g, temperature)
+        loss = lse - positive_logsumexp(q, k, qd, pos, temperature, torch.float32)
+        return _reduce(loss, reduction)
 
 
 def info_nce(
@@ -329,8 +439,13 @@ def info_nce(
     temperature=0.07,
     reduction="mean",
 ):
-    """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere (and for float64)."""
-    fast = q.is_cuda and all(t is None or t.dtype in _TRITON_DTYPES for t in (q, k, queue))
+    """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere (and for float64).
+
+    SKELCL_INFONCE=reference in the environment forces the reference, SKELCL_INFONCE=triton the Triton
+    path (on CPU tensors that needs TRITON_INTERPRET=1 set before the first import of Triton)."""
+    choice = os.environ.get("SKELCL_INFONCE", "auto")
+    fast = all(t is None or t.dtype in _TRITON_DTYPES for t in (q, k, queue))
+    fast = fast and (q.is_cuda or choice == "triton") and choice != "reference"
     fn = info_nce_triton if fast else info_nce_reference
     return fn(
         q,

@@ -30,6 +30,8 @@ LN2 = 0.6931471805599453
 # Tile overrides for tuning runs (scripts/gpu_bench_infonce.py) and tests: keys of the configs below,
 # plus "splits" (number of key splits in the forward). Empty means: use the heuristics.
 OVERRIDE: dict = {}
+# Backward: dq = E * g / tau is written in row chunks of at most this many elements.
+_DQ_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -241,6 +243,7 @@ def _dk_kernel(
         if UPCAST:
             qt = qt.to(tl.float32)
         lse2 = tl.load(lse_ptr + offs_m, mask=row_ok, other=float("inf")) * 1.4426950408889634
+        lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)  # a row with no kept key: weight 0
         g = tl.load(g_ptr + offs_m, mask=row_ok, other=0.0)
         s = tl.dot(kt, tl.trans(qt), input_precision=PREC)  # (BLOCK_N, BLOCK_M)
         p_t = tl.exp2(s * scale2 - lse2[None, :])
@@ -370,6 +373,15 @@ def _upcast(q):
     return q.device.type != "cuda" and q.dtype == torch.bfloat16
 
 
+def dot_mode(dtype, device):
+    """Which kernel variant (tile table entry) inputs of this dtype select: "16bit" (bfloat16, float16),
+    or for float32 "tf32" / "tf32x3" (GPU) / "ieee" (interpreter), from torch's float32 matmul
+    precision. Under autocast info_nce casts to the 16-bit autocast dtype first, so "16bit"."""
+    if dtype != torch.float32:
+        return "16bit"
+    return _precision(dtype, device)
+
+
 def _precision(dtype, device):
     """Dot input precision: float32 follows torch.get_float32_matmul_precision(): "highest" gives
     3xtf32 on the GPU (near-float32 accuracy on the tensor cores; plain "ieee" dots have no tensor-core
@@ -417,7 +429,9 @@ def _fwd(q, k, queue, pos, q_group, k_group, queue_group, temperature, need_e):
     total = torch.logsumexp(lse, 0)
     if not need_e:
         return total, q.new_empty((0, d), dtype=torch.float32)
-    w = torch.exp(lse - total)  # (splits, M), 0 for empty splits
+    # A row with no kept key in any split has total = -inf; exp(-inf - (-inf)) would be NaN.
+    safe = torch.where(torch.isinf(total), torch.zeros((), dtype=total.dtype, device=total.device), total)
+    w = torch.exp(lse - safe)  # (splits, M), 0 for empty splits
     return total, torch.einsum("sm,smd->md", w, e)
 
 
@@ -500,7 +514,11 @@ def _backward(ctx, g_lse, g_e):
     if ctx.needs_input_grad[0]:
         if not ctx.need_e:  # q was not marked as needing a gradient at call time: recompute E
             _, e = lse_fwd_op(q, k, queue, pos, q_group, k_group, queue_group, tau, True)
-        dq = (e * (g_lse.float() / tau)[:, None]).to(q.dtype)
+        scale = g_lse.float() / tau
+        dq = torch.empty_like(q)  # filled chunk by chunk: no float32 (M, d) temporary
+        step = max(1, _DQ_CHUNK // q.shape[1])
+        for a in range(0, q.shape[0], step):
+            dq[a : a + step] = (e[a : a + step] * scale[a : a + step, None]).to(q.dtype)
     if ctx.needs_input_grad[1]:
         dk = lse_dk_op(q, k, lse, g_lse, pos, q_group, k_group, tau)
     return dq, dk, None, None, None, None, None, None, None

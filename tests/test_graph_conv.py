@@ -283,3 +283,44 @@ def test_without_register_prefetch():
     assert rel(y, y64) < 1e-5
     for got, ref in zip(grads, refs):
         assert rel(got, ref) < 1e-5
+
+
+def _strided(t):
+    """Same values, non-contiguous: every other entry along dim 0 of a larger tensor."""
+    big = torch.zeros((2 * t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype)
+    big[::2] = t
+    return big[::2]
+
+
+def _transposed(t):
+    """Same values, the last two dimensions stored transposed."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+GC_VIEWS = [
+    (arg, view)
+    for arg in ("x", "weight", "adjacency", "bias", "residual", "grad")
+    for view in (_strided, _transposed)
+    if not (arg == "bias" and view is _transposed)
+]
+
+
+@pytest.mark.parametrize("impl", list(FNS))
+@pytest.mark.parametrize("arg,view", GC_VIEWS, ids=[f"{a}-{v.__name__[1:]}" for a, v in GC_VIEWS])
+def test_non_contiguous_views_of_every_argument(impl, arg, view):
+    """A strided or transposed view of any argument (and of the upstream gradient) gives the float64
+    result and gradients."""
+    (x, w, a, b, r), gy = make(2, 10, 12, 5, 25, 2, torch.float32, True, True, 18)
+    vals = dict(x=x.detach(), weight=w.detach(), adjacency=a.detach(), bias=b.detach(), residual=r.detach())
+    vals["grad"] = gy
+    vals[arg] = view(vals[arg])
+    assert not vals[arg].is_contiguous()
+    leaves = [vals[n].requires_grad_() for n in ("x", "weight", "adjacency", "bias", "residual")]
+    y = FNS[impl](*leaves[:4], residual=leaves[4], activation="relu")
+    grads = torch.autograd.grad(y, leaves, vals["grad"])
+    leaves64 = [p.detach().double().requires_grad_() for p in leaves]
+    y64 = dense64(*leaves64, True)
+    refs = torch.autograd.grad(y64, leaves64, gy.double())
+    assert rel(y, y64) < 1e-5
+    for got, ref in zip(grads, refs):
+        assert rel(got, ref) < 1e-5

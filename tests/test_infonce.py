@@ -147,6 +147,8 @@ def test_matches_float64_dense(impl, seed, m, n, nq, d, npos, groups, tau, split
     if splits:
         monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", splits)
     monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)  # several key chunks in the reference
+    monkeypatch.setattr(infonce_mod, "_POS_CHUNK", 500)  # several row chunks in the positive term
+    monkeypatch.setattr(infonce_triton, "_DQ_CHUNK", 300)  # and in the Triton path's dq
     case = make_case(seed, m, n, nq, d, npos, groups)
     check(impl, case, tau, reduction)
 
@@ -405,3 +407,140 @@ def test_torch_compile_inductor_cpu():
     out_e.backward()
     assert rel(out_c, out_e) < 1e-6
     assert rel(q1.grad, q2.grad) < 1e-6 and rel(k1.grad, k2.grad) < 1e-6
+
+
+def strided(t):
+    """The same values as a non-contiguous view: every other row (or element) of a larger tensor."""
+    big = torch.zeros((2 * t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype)
+    big[::2] = t
+    return big[::2]
+
+
+def transposed(t):
+    """The same values as a view whose last two dimensions are stored transposed."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+VIEW_ARGS = [
+    ("q", strided),
+    ("q", transposed),
+    ("k", strided),
+    ("k", transposed),
+    ("queue", strided),
+    ("queue", transposed),
+    ("positive", strided),
+    ("positive", transposed),
+    ("q_group", strided),
+    ("k_group", strided),
+    ("queue_group", strided),
+]
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("arg,view", VIEW_ARGS, ids=[f"{a}-{v.__name__}" for a, v in VIEW_ARGS])
+def test_non_contiguous_views_of_every_argument(impl, arg, view, monkeypatch):
+    monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", 2)
+    (q, k, queue, positive, q_group, k_group), queue_group = queue_group_case(131, 20, 24, 18, 16, 2)
+    args = dict(q=q, k=k, queue=queue, positive=positive, q_group=q_group, k_group=k_group)
+    args["queue_group"] = queue_group
+    args[arg] = view(args[arg])
+    assert not args[arg].is_contiguous() and torch.equal(args[arg], locals()[arg])
+    q_in, k_in = args.pop("q").requires_grad_(), args.pop("k").requires_grad_()
+    queue_in = args.pop("queue")
+    loss = IMPLS[impl](q_in, k_in, queue_in, temperature=0.1, reduction="none", **args)
+    want = dense_loss(q, k, queue, positive, q_group, k_group, 0.1, queue_group)
+    assert rel(loss, want) < 1e-5, rel(loss, want)
+    weights = torch.rand(want.shape, dtype=torch.float64) + 0.5
+    (loss * weights.float()).sum().backward()
+    qd, kd = q.double().requires_grad_(), k.double().requires_grad_()
+    ref = dense_loss(qd, kd, queue, positive, q_group, k_group, 0.1, queue_group)
+    gq, gk = torch.autograd.grad((ref * weights).sum(), [qd, kd])
+    assert rel(q_in.grad, gq) < 1e-5 and rel(k_in.grad, gk) < 1e-5
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_row_without_kept_key_gets_zero_not_nan_gradient(impl, monkeypatch):
+    """Row 0 has every key (batch and queue) in its group and no positive: its loss is 0 / 0 (NaN). The
+    other rows' loss, differentiated with the key range split in three (per-split results merged on the
+    host), has finite gradients equal to the float64 ones, and row 0 gets a zero gradient."""
+    monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", 3)
+    monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)
+    q, k, queue, positive, _, _ = make_case(141, 16, 40, 20, 16, 2, False)
+    positive[0] = -1
+    q_group = torch.arange(16) % 3 + 1
+    q_group[0] = 0
+    k_group, queue_group = torch.zeros(40, dtype=torch.long), torch.zeros(20, dtype=torch.long)
+    kw = dict(positive=positive, q_group=q_group, k_group=k_group, queue_group=queue_group, temperature=0.1)
+    qt, kt = q.clone().requires_grad_(), k.clone().requires_grad_()
+    loss = IMPLS[impl](qt, kt, queue, reduction="none", **kw)
+    assert torch.isnan(loss[0]) and torch.isfinite(loss[1:]).all()
+    loss[1:].sum().backward()
+    assert torch.isfinite(qt.grad).all() and torch.isfinite(kt.grad).all()
+    assert torch.count_nonzero(qt.grad[0]) == 0
+    qd, kd = q.double().requires_grad_(), k.double().requires_grad_()
+    ref = dense_loss(qd, kd, queue, positive, q_group, k_group, 0.1, queue_group)
+    gq, gk = torch.autograd.grad(ref[1:].sum(), [qd, kd])
+    assert rel(qt.grad, gq) < 1e-5 and rel(kt.grad, gk) < 1e-5
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_saved_for_backward_is_16bit_inputs_plus_float32_e(impl):
+    """In-batch bf16: autograd keeps the bf16 inputs, O(M) vectors and (Triton, for dq) one float32
+    (M, d) E; no float32 copies of q or k for the positive term."""
+    m, d = 64, 32
+    q, k, *_ = make_case(151, m, m, 0, d, 0, False, dtype=torch.bfloat16)
+    q.requires_grad_()
+    k.requires_grad_()
+    saved = []
+
+    def pack(t):
+        saved.append((t.dtype, t.numel()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = IMPLS[impl](q, k, temperature=0.1)
+    loss.backward()
+    big32 = [n for dt, n in saved if dt == torch.float32 and n >= m * d]
+    assert len(big32) == (1 if impl == "triton" else 0), saved
+    assert all(n <= m * d for _, n in saved) and any(dt == torch.bfloat16 for dt, _ in saved)
+    assert q.grad.dtype == k.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_autocast_casts_inputs_to_the_autocast_dtype(impl, monkeypatch):
+    """Under (CPU) bf16 autocast float32 q, k and queue reach the kernel as bf16 (the "16bit" variant);
+    the loss is float32, equals the loss of the bf16-rounded inputs, and gradients come back float32."""
+    q, k, queue, positive, q_group, k_group = make_case(161, 24, 32, 16, 16, 2, True)
+    seen = []
+    dense_lse = infonce_triton.dense_lse
+
+    def spy(q, k, queue, *args):
+        seen.append((q.dtype, k.dtype, None if queue is None else queue.dtype))
+        return dense_lse(q, k, queue, *args)
+
+    monkeypatch.setattr(infonce_triton, "dense_lse", spy)
+    kw = dict(positive=positive, q_group=q_group, k_group=k_group, temperature=0.1, reduction="none")
+    qa, ka = q.clone().requires_grad_(), k.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = IMPLS[impl](qa, ka, queue, **kw)
+    assert loss.dtype == torch.float32
+    if impl == "triton":
+        assert seen == [(torch.bfloat16,) * 3]
+        assert infonce_triton.dot_mode(seen[0][0], torch.device("cuda")) == "16bit"
+    want = dense_loss(q.bfloat16(), k.bfloat16(), queue.bfloat16(), positive, q_group, k_group, 0.1)
+    assert rel(loss, want) < 2e-3
+    assert rel(loss, dense_loss(q, k, queue, positive, q_group, k_group, 0.1)) > 1e-4  # bf16 did act
+    loss.sum().backward()
+    assert qa.grad.dtype == ka.grad.dtype == torch.float32 and torch.isfinite(qa.grad).all()
+
+
+def test_dispatcher_environment_switch(monkeypatch):
+    q, k, queue, *_ = make_case(171, 16, 16, 16, 16, 0, False)
+    calls = []
+    monkeypatch.setattr(infonce_triton, "dense_lse", lambda *a: calls.append(1) or torch.zeros(16))
+    monkeypatch.setenv("SKELCL_INFONCE", "triton")
+    info_nce(q, k, queue)
+    assert calls == [1]
+    monkeypatch.setenv("SKELCL_INFONCE", "reference")
+    info_nce(q, k, queue)
+    assert calls == [1]
