@@ -1,0 +1,640 @@
+"""The benchmark cases: set-up and one callable per variant, the plain path beside each fast path.
+
+A case is built by `build(name, quick, device, workdir)` and returns a Case: `variants` maps a label to a
+callable that does one unit of work (returning None, or a dict of phase seconds for the steps), `plain`
+maps a fast variant's label to the label of the plain path it is measured beside, and `items` says how
+many items (sequences, megabytes, ...) one call handles, so rates are items / seconds. Sizes: `quick`
+(CI: a few seconds per case) or full (the figures reported). The timing itself (rounds interleaved) is in
+suite.py.
+
+Plain paths: NumPy per-sample augmentation, np.loadtxt for the readers, plain file reads for the cache,
+the per-group Python loops of the evaluation reference, a dense eager InfoNCE, the eager backbone, and
+the trainers' steps without prefetching.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CPU_CASES = (
+    "synthetic",
+    "cache_read",
+    "batch_read",
+    "read_pku",
+    "read_ntu",
+    "augment",
+    "evaluate",
+    "backbone",
+    "infonce",
+    "pretrain_step",
+    "finetune_step",
+)
+GPU_CASES = ("backbone", "pretrain_step")
+
+
+@dataclass
+class Case:
+    name: str
+    unit: str  # "<item>/s" (rate: items / seconds) or "ms" (milliseconds per call)
+    variants: dict  # label -> callable
+    plain: dict = field(default_factory=dict)  # fast label -> plain label
+    items: dict = field(default_factory=dict)  # label -> items per call (rates), default 1
+    params: dict = field(default_factory=dict)
+    rounds: int = 5
+    warmup: int = 1
+    sync: object = None  # called after each variant call (CUDA synchronize on a GPU)
+
+
+def _sync(device):
+    import torch
+
+    return torch.cuda.synchronize if str(device).startswith("cuda") else None
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def case_synthetic(quick, device, workdir):
+    from skelcl.data.synthetic import generate
+
+    n = 8 if quick else 300
+
+    def run():
+        for _ in generate(n, seed=0):
+            pass
+
+    return Case(
+        "synthetic",
+        "sequences/s",
+        {"generate": run},
+        items={"generate": n},
+        params={"sequences": n},
+        rounds=2 if quick else 5,
+    )
+
+
+def _cache(workdir, n):
+    from skelcl.data.synthetic import generate_cache
+
+    path = Path(workdir) / f"synth_{n}"
+    if not (path / "meta.json").is_file():
+        generate_cache(path, n, 0, progress=False)
+    return path
+
+
+def case_cache_read(quick, device, workdir):
+    """Every sequence of a cache: our memory-mapped reader against a plain np.fromfile per sequence."""
+    from skelcl.data import open_cache
+
+    n = 16 if quick else 300
+    path = _cache(workdir, n)
+    ds = open_cache(path)
+    dtype, frame = np.dtype(ds.frames.dtype), ds.frames.shape[1:]
+    per_frame = int(np.prod(frame))
+
+    def ours():
+        for i in range(len(ds)):
+            seq = ds[i]
+            assert seq.joints.shape[0] == seq.labels.shape[0]
+
+    def plain():
+        with open(path / "frames.bin", "rb") as fj, open(path / "labels.bin", "rb") as fl:
+            for off, length in zip(ds.offsets, ds.lengths):
+                fj.seek(int(off) * per_frame * dtype.itemsize)
+                j = np.fromfile(fj, dtype, int(length) * per_frame).reshape(-1, *frame).astype(np.float32)
+                fl.seek(int(off) * 2)
+                lab = np.fromfile(fl, "<i2", int(length)).astype(np.int64)
+                assert len(j) == len(lab)
+
+    return Case(
+        "cache_read",
+        "sequences/s",
+        {"np.fromfile": plain, "memmap": ours},
+        plain={"memmap": "np.fromfile"},
+        items={"np.fromfile": len(ds), "memmap": len(ds)},
+        params={"sequences": len(ds)},
+        rounds=3 if quick else 7,
+    )
+
+
+def case_batch_read(quick, device, workdir):
+    """Training batches from the store: normalized sequences kept in RAM against normalized on each read."""
+    from skelcl.data import open_cache
+    from skelcl.train.data import SequenceStore
+
+    n, batch = (16, 8) if quick else (300, 32)
+    ds = open_cache(_cache(workdir, n))
+    kept, cold = SequenceStore(ds, 2, max_bytes=None), SequenceStore(ds, 2, max_bytes=0)
+    for i in range(len(ds)):
+        kept.get(i)
+    rng = np.random.default_rng(0)
+    pos = [rng.choice(len(ds), batch, replace=False) for _ in range(4)]
+
+    def run(store):
+        return lambda: [store.batch(p) for p in pos]
+
+    items = 4 * batch
+    return Case(
+        "batch_read",
+        "sequences/s",
+        {"normalize_each_read": run(cold), "kept_in_ram": run(kept)},
+        plain={"kept_in_ram": "normalize_each_read"},
+        items={"normalize_each_read": items, "kept_in_ram": items},
+        params={"sequences": n, "batch": batch},
+        rounds=3 if quick else 7,
+    )
+
+
+# -- readers ---------------------------------------------------------------------------------------------
+def make_reader_files(root: Path, n: int, pku_frames: int = 3000, ntu_frames: int = 300, seed: int = 0):
+    """n PKU-MMD skeleton files and n NTU .skeleton files in the release formats at 7 significant digits
+    (one or two bodies; the first 5 NTU frames have no body)."""
+    from skelcl.data import emit
+
+    rng = np.random.default_rng(seed)
+    pku, nt = [], []
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        joints = rng.normal(scale=0.5, size=(pku_frames, 1 + i % 2, 25, 3))
+        path = root / f"{i:04d}-L.txt"
+        emit.write_pku_skeleton(path, joints, digits=7, leading_space=i % 3 == 0)
+        pku.append(path)
+        joints = rng.normal(scale=0.5, size=(ntu_frames, 1 + i % 2, 25, 3))
+        joints[:5] = 0  # frames with no body
+        name = emit.ntu_name(1, 1 + i % 3, 1 + i, 1, 1 + i)
+        nt += emit.emit_ntu(root / "ntu", [(name, joints)], digits=7)
+    return pku, nt
+
+
+def pku_loadtxt(path):
+    """The plain reader of a PKU-MMD skeleton file: np.loadtxt -> (T, 2, 25, 3)."""
+    return np.loadtxt(path).reshape(-1, 2, 25, 3)
+
+
+def ntu_loadtxt(path):
+    """The plain reader of an NTU .skeleton file: the line structure walked in Python, then one np.loadtxt
+    call on all joint lines (the most favourable use of loadtxt: the file mixes 1-, 10- and 12-value
+    lines). Returns (joints (rows, 25, 3), body ids)."""
+    lines = Path(path).read_text().splitlines()
+    i, starts, ids = 1, [], []
+    for _ in range(int(lines[0])):
+        nb = int(lines[i])
+        i += 1
+        for _ in range(nb):
+            ids.append(lines[i].split()[0])
+            nj = int(lines[i + 1])
+            starts.append(i + 2)
+            i += 2 + nj
+    rows = [lines[s + k] for s in starts for k in range(25)]
+    return np.loadtxt(rows).reshape(-1, 25, 12)[:, :, :3], ids
+
+
+def _reader_case(name, quick, workdir, ours, plain):
+    n = 2 if quick else 8
+    pku, nt = make_reader_files(Path(workdir) / f"readers_{n}", n, pku_frames=300 if quick else 3000)
+    files = pku if name == "read_pku" else nt
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    ours(files[0]), plain(files[0])  # numba compilation out of the timings
+
+    def each(fn):
+        return lambda: [fn(f) for f in files]
+
+    return Case(
+        name,
+        "MB/s",
+        {"np.loadtxt": each(plain), "ours": each(ours)},
+        plain={"ours": "np.loadtxt"},
+        items={"np.loadtxt": mb, "ours": mb},
+        params={"files": n, "megabytes": round(mb, 2)},
+        rounds=3 if quick else 5,
+    )
+
+
+def case_read_pku(quick, device, workdir):
+    from skelcl.data import pkummd
+
+    return _reader_case("read_pku", quick, workdir, pkummd.read_skeleton, pku_loadtxt)
+
+
+def case_read_ntu(quick, device, workdir):
+    from skelcl.data import ntu
+
+    return _reader_case("read_ntu", quick, workdir, ntu.read_skeleton, ntu_loadtxt)
+
+
+# -- augmentation ----------------------------------------------------------------------------------------
+def case_augment(quick, device, workdir):
+    """sample() + apply() of the full aimclr recipe (3 views of 150 frames from 300-frame sequences, 2
+    bodies): the NumPy per-sample reference, numba (all threads and one), DALI-CPU when importable."""
+    import numba
+
+    import skelcl.augment as aug
+
+    batch, ref_batch, T = (8, 2, 300) if quick else (128, 32, 300)
+    recipe = aug.load_recipe("aimclr")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, T, 2, 25, 3)).astype(np.float32)
+    lengths = np.full(batch, T)
+
+    def step(backend, n, threads=None):
+        def run():
+            params = aug.sample(recipe, lengths[:n], rng)
+            if threads is None:
+                aug.apply(x[:n], lengths[:n], params, backend=backend)
+                return
+            old = numba.get_num_threads()
+            numba.set_num_threads(threads)
+            try:
+                aug.apply(x[:n], lengths[:n], params, backend=backend)
+            finally:
+                numba.set_num_threads(old)
+
+        return run
+
+    variants = {"numpy": step("numpy", ref_batch), "numba": step("numba", batch)}
+    items = {"numpy": ref_batch, "numba": batch}
+    if numba.get_num_threads() > 1:
+        variants["numba_1thread"], items["numba_1thread"] = step("numba", batch, 1), batch
+    try:
+        import nvidia.dali  # noqa: F401
+
+        dali = not quick
+    except ImportError:
+        dali = False
+    if dali:
+        variants["dali"], items["dali"] = step("dali", batch), batch
+    variants["numba"]()  # compile or load the numba cache before the warm-up round
+    return Case(
+        "augment",
+        "sequences/s",
+        variants,
+        plain={k: "numpy" for k in variants if k != "numpy"},
+        items=items,
+        params={
+            "batch": batch,
+            "numpy_batch": ref_batch,
+            "frames": T,
+            "recipe": "aimclr",
+            "numba_threads": numba.get_num_threads(),
+            "dali": dali,
+        },
+        rounds=3 if quick else 9,
+    )
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+def make_eval_case(videos=1000, gt_per_video=20, classes=51, preds=100_000, pred_classes=None, seed=0):
+    """(ground truth, predictions) by video: ground truth spread over `classes`; predictions jittered copies
+    of it (80 % right class) with two-decimal scores (many ties). pred_classes=k puts every prediction of a
+    video into k classes only, so (video, class) groups hold many predictions."""
+    from skelcl.eval import Segment
+
+    rng = np.random.default_rng(seed)
+    gt, pred = {}, {}
+    per_video = preds // videos
+    for v in range(videos):
+        name = f"{v:05d}"
+        starts = np.sort(rng.uniform(0, 9000, gt_per_video))
+        lengths = rng.uniform(20, 300, gt_per_video)
+        labels = rng.integers(0, classes, gt_per_video)
+        if pred_classes is not None:
+            labels = rng.choice(rng.choice(classes, pred_classes, replace=False), gt_per_video)
+        gt[name] = [Segment(int(c), float(s), float(s + n)) for c, s, n in zip(labels, starts, lengths)]
+        pick = rng.integers(0, gt_per_video, per_video)
+        jitter = rng.normal(0, 0.2, (per_video, 2)) * lengths[pick, None]
+        wrong = rng.random(per_video) < 0.2
+        p_lab = np.where(wrong, rng.choice(np.unique(labels), per_video), labels[pick])
+        p_s = starts[pick] + jitter[:, 0]
+        p_e = np.maximum(starts[pick] + lengths[pick] + jitter[:, 1], p_s + 1)
+        score = np.round(rng.random(per_video), 2)
+        pred[name] = [
+            Segment(int(c), float(a), float(b), float(p)) for c, a, b, p in zip(p_lab, p_s, p_e, score)
+        ]
+    return gt, pred
+
+
+def case_evaluate(quick, device, workdir):
+    """Detection mAP over BABEL's 7 thresholds: vectorized against the per-group loop reference."""
+    from skelcl.eval import PROTOCOLS, detection_map
+    from skelcl.eval.reference import detection_map_reference
+
+    videos, preds = (40, 2000) if quick else (300, 30_000)
+    gt, pred = make_eval_case(videos=videos, preds=preds)
+    th = PROTOCOLS["babel"][0]
+    fast, ref = detection_map(gt, pred, th, num_classes=51), detection_map_reference(gt, pred, th)
+    assert np.allclose(fast["AP"], ref["AP"], rtol=0, atol=1e-12)
+    return Case(
+        "evaluate",
+        "ms",
+        {
+            "reference_loops": lambda: detection_map_reference(gt, pred, th),
+            "detection_map": lambda: detection_map(gt, pred, th, num_classes=51),
+        },
+        plain={"detection_map": "reference_loops"},
+        params={"videos": videos, "predictions": preds, "classes": 51, "thresholds": len(th)},
+        rounds=3 if quick else 5,
+    )
+
+
+# -- models ----------------------------------------------------------------------------------------------
+def backbone_sizes(quick, device):
+    """(batch, frames, bodies, width): the demo's pretraining step on a CPU (batch 32, 150-frame views, one
+    body, width 0.25), the full-scale one on a GPU (batch 128, two bodies, width 1.0)."""
+    if quick:
+        return 2, 32, 1, 0.125
+    return (128, 150, 2, 1.0) if str(device).startswith("cuda") else (32, 150, 1, 0.25)
+
+
+def case_backbone(quick, device, workdir, compile_: bool | None = None):
+    """Backbone forward + backward (ST-GCN, 10 layers, strides 2/5/8): eager with the plain PyTorch graph
+    convolution; torch.compile (full runs; slow to compile); the Triton graph conv (CUDA); bf16 autocast
+    variants on CUDA."""
+    import torch
+
+    from skelcl.models import Backbone
+
+    B, T, M, width = backbone_sizes(quick, device)
+    cuda = str(device).startswith("cuda")
+    compile_ = (not quick) if compile_ is None else compile_
+    torch.manual_seed(0)
+    x = torch.randn(B, T, M, 25, 3, device=device)
+    models = {}
+
+    def model(label):
+        if label not in models:
+            torch.manual_seed(0)
+            models[label] = Backbone("stgcn", width, (2, 5, 8)).to(device)
+        return models[label]
+
+    def step(label, graph_conv="reference", bf16=False, compiled=False):
+        m = model(label)
+        if compiled and not getattr(m, "_skelcl_compiled", False):
+            m.compile()
+            m._skelcl_compiled = True
+
+        def run():
+            old = os.environ.get("SKELCL_GRAPH_CONV")
+            os.environ["SKELCL_GRAPH_CONV"] = graph_conv
+            try:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and cuda):
+                    out, _ = m(x)
+                out.float().square().mean().backward()
+            finally:
+                if old is None:
+                    os.environ.pop("SKELCL_GRAPH_CONV")
+                else:
+                    os.environ["SKELCL_GRAPH_CONV"] = old
+            m.zero_grad(set_to_none=True)
+
+        return run
+
+    variants = {"eager": step("eager")}
+    if cuda:
+        variants["triton"] = step("triton", graph_conv="auto")
+        variants["eager_bf16"] = step("eager_bf16", bf16=True)
+        variants["triton_bf16"] = step("triton_bf16", graph_conv="auto", bf16=True)
+    if compile_:
+        variants["compile"] = step("compile", compiled=True)
+        if cuda:
+            variants["triton_bf16_compile"] = step("triton_bf16_compile", "auto", bf16=True, compiled=True)
+    for run in variants.values():  # compile outside the timed rounds
+        run()
+    return Case(
+        "backbone",
+        "sequences/s",
+        variants,
+        plain={k: "eager" for k in variants if k != "eager"},
+        items={k: B for k in variants},
+        sync=_sync(device),
+        params={
+            "batch": B,
+            "frames": T,
+            "bodies": M,
+            "width": width,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+        rounds=3 if quick else 7,
+    )
+
+
+def case_infonce(quick, device, workdir):
+    """InfoNCE forward + backward with a queue: a dense eager loss (the whole M x (N + Q) logit matrix)
+    against skelcl.kernels.info_nce (the chunked reference on a CPU, the Triton kernel on a GPU)."""
+    import torch
+    import torch.nn.functional as F
+
+    from skelcl.kernels import info_nce
+
+    m, nq, d = (128, 1024, 128) if quick else (1024, 16384, 128)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q = F.normalize(torch.randn(m, d, generator=g), dim=1).to(device).requires_grad_()
+    k = F.normalize(torch.randn(m, d, generator=g), dim=1).to(device).requires_grad_()
+    queue = F.normalize(torch.randn(nq, d, generator=g), dim=1).to(device)
+    tau = 0.07
+
+    def dense():
+        logits = q @ torch.cat([k, queue]).t() / tau
+        F.cross_entropy(logits, torch.arange(m, device=logits.device)).backward()
+
+    def kernel():
+        info_nce(q, k, queue, temperature=tau).backward()
+
+    return Case(
+        "infonce",
+        "ms",
+        {"dense_eager": dense, "info_nce": kernel},
+        plain={"info_nce": "dense_eager"},
+        sync=_sync(device),
+        params={"queries": m, "keys": m, "queue": nq, "dim": d},
+        rounds=3 if quick else 7,
+    )
+
+
+# -- training steps --------------------------------------------------------------------------------------
+PHASES = ("data", "forward", "backward", "optimizer")
+
+
+def step_settings(quick, device):
+    """Pretraining step sizes: the demo's on a CPU (width 0.25, batch 32, one body, queues 256 / 4,096);
+    full scale on a GPU (width 1.0, batch 128, two bodies, queues 32,768 / 65,536, bf16)."""
+    if quick:
+        return dict(width=0.125, batch=2, bodies=1, queue=16, squeue=64, sequences=16, steps=1)
+    if str(device).startswith("cuda"):
+        return dict(width=1.0, batch=128, bodies=2, queue=32768, squeue=65536, sequences=256, steps=4)
+    return dict(width=0.25, batch=32, bodies=1, queue=256, squeue=4096, sequences=96, steps=3)
+
+
+class PretrainVariant:
+    """One pretraining step as skelcl.train.pretrain runs it (batch -> numba augmentation -> MoCo forward
+    -> backward -> SGD -> queues), timed by phase; with prefetch the batch comes from a background thread
+    and the data phase is the time spent waiting for it."""
+
+    def __init__(self, store, s, device, snippet, prefetch, method="skeletonclr"):
+        import torch
+
+        from skelcl import augment
+        from skelcl.models import MoCo
+        from skelcl.train.data import Prefetcher, pretrain_feed
+
+        torch.manual_seed(0)
+        self.device, self.store, self.s = torch.device(device), store, s
+        self.model = MoCo(
+            dict(kind="stgcn", width=s["width"], strides=(2, 5, 8)),
+            method=method,
+            snippet=snippet,
+            match="aligned",
+            exclude_same_video=False,
+            queue_size=s["queue"],
+            snippet_queue_size=s["squeue"],
+            momentum=0.99,
+            nn_warmup_epochs=0,
+        ).to(device)
+        self.opt = torch.optim.SGD(
+            [p for p in self.model.parameters() if p.requires_grad], lr=0.01, momentum=0.9
+        )
+        recipe = augment.load_recipe(method)
+        n = len(store)
+        batches = [np.random.default_rng([0, i]).choice(n, s["batch"], replace=False) for i in range(64)]
+        S = self.model.num_snippets if snippet else 0
+        feed = pretrain_feed(store, batches, recipe, 0, 0, "numba", S, device, prefetch=prefetch)
+        make = feed.make  # step i -> batch i mod 64: an endless stream
+        self.feed = Prefetcher(lambda i: make(i % 64), 1 << 40, prefetch, device)
+        self.it = iter(self.feed)
+        self.sync = _sync(device) or (lambda: None)
+        self.amp = self.device.type == "cuda"
+
+    def __call__(self):
+        import torch
+
+        t0 = time.perf_counter()
+        views, align = next(self.it)
+        self.sync()
+        t1 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            loss, _ = self.model(views, epoch=1, align=align)
+        self.sync()
+        t2 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sync()
+        t3 = time.perf_counter()
+        self.opt.step()
+        self.model.flush_queues()
+        self.sync()
+        t4 = time.perf_counter()
+        return {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+
+
+def case_pretrain_step(quick, device, workdir):
+    """One pretraining step (SkeletonCLR, aligned snippet loss as in the demo) by phase, with and without
+    the snippet loss, with and without prefetching the next batch."""
+    from skelcl.data import open_cache
+    from skelcl.train.data import SequenceStore
+
+    s = step_settings(quick, device)
+    store = SequenceStore(open_cache(_cache(workdir, s["sequences"])), s["bodies"])
+    for i in range(len(store)):
+        store.get(i)  # normalized once, as after the first epoch of training
+    variants, plain = {}, {}
+    for snippet in (False, True):
+        base = "skeletonclr+snippet" if snippet else "skeletonclr"
+        for prefetch in (False, True):
+            label = base + ("+prefetch" if prefetch else "")
+            step = PretrainVariant(store, s, device, snippet, prefetch)
+
+            def run(step=step, k=s["steps"]):
+                times = [step() for _ in range(k)]
+                return {p: sum(t[p] for t in times) / k for p in PHASES}
+
+            variants[label] = run
+        plain[base + "+prefetch"] = base
+    plain["skeletonclr+snippet"] = "skeletonclr"
+    for run in variants.values():
+        run()  # numba, allocator, queues filled
+    return Case(
+        "pretrain_step",
+        "sequences/s",
+        variants,
+        plain=plain,
+        items={k: s["batch"] * s["steps"] for k in variants},
+        sync=_sync(device),
+        params={**s, "device": str(device), "match": "aligned"},
+        rounds=2 if quick else 5,
+    )
+
+
+def case_finetune_step(quick, device, workdir):
+    """One fine-tuning step (Localizer with the U-shaped fusion head, whole sequences up to 1,000 frames,
+    finetune recipe), with and without prefetching the next batch."""
+    import torch
+    import torch.nn.functional as F
+
+    from skelcl.data import open_cache
+    from skelcl.models import Backbone, Localizer
+    from skelcl.train.data import Prefetcher, SequenceStore, finetune_feed
+
+    width, batch, n, k = (0.125, 2, 16, 1) if quick else (0.25, 8, 96, 3)
+    cache = open_cache(_cache(workdir, n))
+    store = SequenceStore(cache, 1)
+    for i in range(len(store)):
+        store.get(i)
+    from skelcl import augment
+
+    recipe = augment.load_recipe("finetune")
+    C = cache.num_classes
+    batches = [np.random.default_rng([1, i]).choice(n, batch, replace=False) for i in range(64)]
+    variants = {}
+    for prefetch in (False, True):
+        torch.manual_seed(0)
+        model = Localizer(Backbone("stgcn", width, (2, 5, 8)), C).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        make = finetune_feed(store, batches, recipe, 0, 0, "numba", 1000, device, prefetch).make
+        it = iter(Prefetcher(lambda i, make=make: make(i % 64), 1 << 40, prefetch, device))
+        sync = _sync(device) or (lambda: None)
+
+        def run(model=model, opt=opt, it=it, sync=sync):
+            wait = 0.0
+            for _ in range(k):
+                t0 = time.perf_counter()
+                view, y = next(it)
+                wait += time.perf_counter() - t0
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+                    logits = model(view)
+                loss = F.cross_entropy(logits.float().reshape(-1, C), y.reshape(-1), ignore_index=-1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sync()
+            return {"data": wait / k}
+
+        variants["finetune" + ("+prefetch" if prefetch else "")] = run
+    for run in variants.values():
+        run()
+    return Case(
+        "finetune_step",
+        "sequences/s",
+        variants,
+        plain={"finetune+prefetch": "finetune"},
+        items={kk: batch * k for kk in variants},
+        sync=_sync(device),
+        params={"width": width, "batch": batch, "steps": k, "max_frames": 1000, "device": str(device)},
+        rounds=2 if quick else 5,
+    )
+
+
+BUILDERS = {name: globals()[f"case_{name}"] for name in CPU_CASES}
+
+
+def build(name: str, quick: bool, device: str = "cpu", workdir=None) -> Case:
+    """The case `name` (one of CPU_CASES) at quick or full size on device; data files go to workdir."""
+    import tempfile
+
+    if name not in BUILDERS:
+        raise KeyError(f"unknown benchmark case {name!r} (known: {', '.join(BUILDERS)})")
+    workdir = workdir or tempfile.mkdtemp(prefix="skelcl-bench-")
+    return BUILDERS[name](quick, device, workdir)
