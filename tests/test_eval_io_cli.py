@@ -30,7 +30,10 @@ def test_folder_round_trip_and_one_based_text(tmp_path):
 def test_folder_reads_pkummd_style_lines(tmp_path):
     (tmp_path / "0291-M.txt").write_text("3 , 120,245,1\n\n 51,900,870,2\n7,1,5\n")
     (tmp_path / "notes.md").write_text("not a label file")
-    segs = read_segments_dir(tmp_path)
+    # a row with start > end is an error naming file and line, unless swap_reversed
+    with pytest.raises(EvalInputError, match=r"0291-M.txt:3: start 900 is after end 870"):
+        read_segments_dir(tmp_path)
+    segs = read_segments_dir(tmp_path, swap_reversed=True)
     # 1-based ids become 0-based; start > end is swapped; the score column defaults to 1
     assert segs == {"0291-M": [Segment(2, 120, 245, 1.0), Segment(50, 870, 900, 2.0), Segment(6, 1, 5, 1.0)]}
 
@@ -191,7 +194,8 @@ def test_label_below_base_without_class_count(tmp_path):
 
 def test_inclusive_end_reading(tmp_path):
     (tmp_path / "v.txt").write_text("1,0,9,1\n2,30,20,1\n")
-    assert read_segments_dir(tmp_path, inclusive_end=True) == {"v": [Segment(0, 0, 10), Segment(1, 20, 31)]}
+    got = read_segments_dir(tmp_path, inclusive_end=True, swap_reversed=True)
+    assert got == {"v": [Segment(0, 0, 10), Segment(1, 20, 31)]}
     write_segments_json(tmp_path / "s.json", {"v": [Segment(0, 0, 9)]})
     assert read_segments_json(tmp_path / "s.json", inclusive_end=True) == {"v": [Segment(0, 0, 10)]}
 
@@ -206,7 +210,7 @@ def test_pkummd_rows_read_like_the_dataset_reader(tmp_path):
     rows, swapped = pkummd.read_labels(tmp_path / "0291-M.txt")
     labels, _, _ = pkummd.frame_labels(rows, 500)
     from_frames = segments_from_labels(labels, background=pkummd.BACKGROUND)
-    from_file = read_segments_dir(tmp_path, inclusive_end=True)["0291-M"]
+    from_file = read_segments_dir(tmp_path, inclusive_end=True, swap_reversed=True)["0291-M"]
     assert swapped == 1
     # the 4th column of ground truth is an annotation confidence, not a score: compare the ranges
     assert sorted((s.start, s.end, s.label) for s in from_file) == [
@@ -230,3 +234,95 @@ def test_evaluate_inclusive_end_flags(tmp_path, capsys):
     assert json.loads(out.read_text())["mAP@0.8"] == pytest.approx(1.0)  # IoU 9/11 = 0.82
     assert json.loads(out.read_text())["mAP@0.85"] == 0.0
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------- rejected and suspicious inputs
+
+
+def test_evaluate_rejects_start_after_end(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)
+    (pred / "a.txt").write_text("1,0,10,0.9\n1,30,22,0.7\n")
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert f"skelcl evaluate: error: {pred / 'a.txt'}:2: start 30 is after end 22" in err
+    assert "--swap-reversed" in err
+    # the ground truth too, and JSON files name video and segment
+    (gt / "b.txt").write_text("2,9,3,1\n")
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--swap-reversed"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(gt)]) == 2
+    assert f"{gt / 'b.txt'}:1: start 9 is after end 3" in capsys.readouterr().err
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"label_base": 1, "videos": {"a": [[1, 0, 5], [1, 8, 6, 0.5]]}}))
+    with pytest.raises(EvalInputError, match=r"video 'a', segment 1: start 8 is after end 6"):
+        read_segments_json(path)
+    assert read_segments_json(path, swap_reversed=True)["a"][1] == Segment(0, 6, 8, 0.5)
+
+
+def test_evaluate_warns_on_empty_predictions(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)
+    for f in pred.iterdir():
+        f.unlink()
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"skelcl evaluate: warning: {pred}: no NAME.txt files; every ground-truth segment counts as missed"
+        in err
+    )
+    assert json.loads(out.read_text())["mAP@0.5"] == 0.0
+    (pred / "a.txt").write_text("")
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred)]) == 0
+    assert "the prediction files hold no segments" in capsys.readouterr().err
+    # predictions with segments: no warning
+    (tmp_path / "ok").mkdir()
+    write_case(tmp_path / "ok")
+    assert (
+        main(["evaluate", "--gt", str(tmp_path / "ok" / "gt"), "--pred", str(tmp_path / "ok" / "pred")]) == 0
+    )
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_evaluate_label_base_mistakes(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)  # 1-based files, classes 1 and 2
+    # read as 0-based: nothing fails, but class 0 is empty and every class shifted -> a warning
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--label-base", "0"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning" in err and "no ground-truth segment has class id 0" in err and "use --label-base 1" in err
+    )
+    # 0-based files read as 1-based: id 0 is out of range -> an error with the hint
+    (gt / "a.txt").write_text("0,0,10,1\n1,40,50,1\n")
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert f"{gt / 'a.txt'}:1: unknown class 0" in err and "--label-base 0" in err
+    # the right base for each: no warning
+    assert (
+        main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "gt"), "--label-base", "0"])
+        == 0
+    )
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_folder_class_names(tmp_path, capsys):
+    segs = {"a": [Segment(0, 0, 10, 0.9), Segment(2, 20, 30, 0.8)], "b": [Segment(1, 5, 9, 0.5)]}
+    names = ["walk", "run", "jump"]
+    written = write_segments_dir(tmp_path / "gt", segs, classes=names)
+    assert written == ["a.txt", "b.txt", "classes.json"]
+    doc = json.loads((tmp_path / "gt" / "classes.json").read_text())
+    assert doc == {"format": "skelcl-classes", "label_base": 1, "classes": names}
+    write_segments_dir(tmp_path / "pred", {"a": [Segment(0, 0, 10, 0.9)]}, classes=names)
+    args = ["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
+    assert main([*args, "--per-class"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(table) if line.split()[:2] == ["id", "class"])
+    rows = {line.split()[1]: line.split() for line in table[header + 1 :]}
+    assert set(rows) == {"walk", "run", "jump"}
+    assert rows["walk"][0] == "1" and rows["jump"][0] == "3"  # ids as in the files (1-based)
+    assert rows["walk"][2:4] == ["1", "1"] and float(rows["walk"][4]) == 100.0  # gt, pred, AP@0.1
+    # classes.json of another label base, and names that differ between the folders, are errors
+    assert main([*args, "--label-base", "0"]) == 2
+    assert f"{tmp_path / 'gt' / 'classes.json'}: the files' class ids start at 1" in capsys.readouterr().err
+    write_segments_dir(tmp_path / "pred", {"a": []}, classes=["walk", "jog", "jump"])
+    assert main(args) == 2
+    assert "class names differ" in capsys.readouterr().err

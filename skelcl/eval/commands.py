@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from skelcl.eval.detection import IOU_MODES, PROTOCOLS, evaluate_protocol, format_table, threshold_key
@@ -16,12 +17,16 @@ Compute mAP at temporal IoU thresholds of predicted segments against ground-trut
 Inputs (--gt, --pred), each a folder or a JSON file:
   folder  PKU-MMD style: one NAME.txt per video, lines `label,start,end[,score]`. Class ids in these
           files are 1-BASED, as in PKU-MMD (1..51); --label-base 0 reads 0-based files instead.
-          An empty NAME.txt in the ground truth is a video without actions.
+          An empty NAME.txt in the ground truth is a video without actions. A classes.json beside the
+          files (`skelcl predict` writes one) names the classes and says the label base of the ids.
+          A row with start > end is an error; --swap-reversed reads it with the two swapped.
   JSON    {"format": "skelcl-segments", "label_base": 0, "classes": [...], "videos": {NAME: [[label,
           start, end, score], ...]}}: the file says its own label_base (0 when absent).
 Every video of the ground truth is evaluated; predictions for a video or a class the ground truth does not
-know are an error. The number of classes is --classes, else the length of the ground-truth JSON "classes",
-else the largest ground-truth class id.
+know are an error. The number of classes is --classes, else the number of ground-truth class names
+(JSON "classes" or classes.json), else the largest ground-truth class id. A warning (stderr) says when the
+predictions hold no segments, or when class ids were inferred and no ground-truth segment has the first
+id (with the wrong --label-base every class is shifted by one).
 
 IoU (--iou): "continuous" (default) reads [start, end) as a real interval of length end - start (skelcl
 writes segments that way, end = last frame + 1); "inclusive" counts end as a frame inside the segment
@@ -65,6 +70,12 @@ def register(subparsers) -> None:
         "read end + 1, so it compares with skelcl's half-open predictions",
     )
     p.add_argument("--pred-inclusive-end", action="store_true", help="the same for the prediction files")
+    p.add_argument(
+        "--swap-reversed",
+        action="store_true",
+        help="read a segment with start > end with the two swapped (PKU-MMD v1 label files have a few); "
+        "by default it is an error naming file and line",
+    )
     p.add_argument("--json", metavar="OUT", help="write all figures (and per-class AP) to this JSON file")
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
     p.set_defaults(func=run)
@@ -73,8 +84,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.classes is not None and args.classes < 1:
         raise EvalInputError(f"--classes must be >= 1, got {args.classes}")
+    swap = args.swap_reversed
     gt, gt_names, gt_base = read_segments(
-        args.gt, args.label_base, num_classes=args.classes, inclusive_end=args.gt_inclusive_end
+        args.gt,
+        args.label_base,
+        num_classes=args.classes,
+        inclusive_end=args.gt_inclusive_end,
+        swap_reversed=swap,
     )
     if not gt:
         raise EvalInputError(f"{args.gt}: no ground-truth videos found")
@@ -87,7 +103,11 @@ def run(args) -> int:
             raise EvalInputError(f"{args.gt}: the ground truth holds no segments")
         num_classes = max(labels) + 1
     pred, pred_names, _ = read_segments(
-        args.pred, args.label_base, num_classes=num_classes, inclusive_end=args.pred_inclusive_end
+        args.pred,
+        args.label_base,
+        num_classes=num_classes,
+        inclusive_end=args.pred_inclusive_end,
+        swap_reversed=swap,
     )
     if gt_names is not None and pred_names is not None and gt_names != pred_names:
         raise EvalInputError(f"{args.pred}: its class names differ from those of {args.gt}")
@@ -97,6 +117,8 @@ def run(args) -> int:
         raise EvalInputError(
             f"{args.pred}: predictions for {len(unknown)} video(s) not in the ground truth: {shown}"
         )
+    for warning in _warnings(args, gt, pred, gt_base, inferred=args.classes is None and gt_names is None):
+        print(f"skelcl evaluate: warning: {warning}", file=sys.stderr)
     names = gt_names or pred_names or [str(c + gt_base) for c in range(num_classes)]
     result = evaluate_protocol(
         gt, pred, args.protocol, num_classes=num_classes, iou=args.iou, class_names=names
@@ -105,18 +127,41 @@ def run(args) -> int:
     result["pred"] = str(args.pred)
     print(format_table(result))
     if args.per_class:
-        print(_per_class_table(result))
+        ids = {str(n): c + gt_base for c, n in enumerate(names)}
+        print(_per_class_table(result, ids if (gt_names or pred_names) else None))
     if args.json:
         _write_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
-def _per_class_table(result: dict) -> str:
+def _warnings(args, gt: dict, pred: dict, base: int, inferred: bool) -> list[str]:
+    """Inputs that evaluate but are likely mistakes: no predicted segments; class ids inferred from the
+    ground truth with none at the first id (files read with the wrong label base)."""
+    out = []
+    if not pred:
+        what = "no NAME.txt files" if Path(args.pred).is_dir() else "no videos"
+        out.append(f"{args.pred}: {what}; every ground-truth segment counts as missed (mAP 0)")
+    elif not any(pred.values()):
+        out.append(f"{args.pred}: the prediction files hold no segments (mAP 0)")
+    labels = {s.label for segs in gt.values() for s in segs}
+    if inferred and labels and 0 not in labels:
+        other = 1 - base if base in (0, 1) else 1
+        out.append(
+            f"{args.gt}: no ground-truth segment has class id {base}, the first class with --label-base "
+            f"{base}; if the ids start at {other}, use --label-base {other} (else every class is shifted)"
+        )
+    return out
+
+
+def _per_class_table(result: dict, ids: dict | None = None) -> str:
+    """AP per class; with ids ({class name: id in the files}) an id column before the names."""
     keys = [k for k in next(iter(result["per_class"].values())) if k.startswith("AP@")]
     width = max(8, *(len(n) + 2 for n in result["per_class"]))
-    lines = [f"{'class':<{width}}{'gt':>7}{'pred':>8}" + "".join(f"{k:>9}" for k in keys)]
+    head = f"{'id':>4}  " if ids else ""
+    lines = [f"{head}{'class':<{width}}{'gt':>7}{'pred':>8}" + "".join(f"{k:>9}" for k in keys)]
     for name, entry in result["per_class"].items():
-        row = f"{name:<{width}}{entry['num_gt']:>7}{entry['num_pred']:>8}"
+        row = f"{ids.get(name, '?'):>4}  " if ids else ""
+        row += f"{name:<{width}}{entry['num_gt']:>7}{entry['num_pred']:>8}"
         lines.append(row + "".join(f"{100 * entry[k]:>9.2f}" for k in keys))
     return "\n".join(lines)

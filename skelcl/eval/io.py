@@ -6,15 +6,19 @@ Files carry their own convention:
 Folder (PKU-MMD style): one text file NAME.txt per video (video name = file name without ".txt"; other files
     are ignored). Each non-blank line is `label,start,end[,score]`:
     label   integer class id, 1-BASED by default (label_base=1: PKU-MMD's ids 1..51 become 0..50 in Python);
-    start, end  frame numbers (integers or decimals); a row with start > end (PKU-MMD v1 has a few) is read
-            with the two swapped. skelcl writes half-open ranges, end = last frame + 1 (see
-            skelcl.eval.detection for how each IoU mode reads them);
+    start, end  frame numbers (integers or decimals). A row with start > end is an error naming file and
+            line; PKU-MMD v1's label files have a few such rows: swap_reversed=True (command line:
+            --swap-reversed) reads them with the two swapped. skelcl writes half-open ranges, end = last
+            frame + 1 (see skelcl.eval.detection for how each IoU mode reads them);
     score   confidence, default 1.0 (PKU-MMD ground-truth files put an annotation confidence level here; the
             score of ground truth is never used).
     An empty file is a video without actions: keep one for such videos in a ground-truth folder, since a
     video is evaluated only if the ground truth names it.
     PKU-MMD's own label files name the last frame of an action as its end (frames start..end); read them
     with inclusive_end=True (command line: --gt-inclusive-end) to get half-open Segments (end + 1).
+    classes.json (optional, written by `skelcl predict`): {"format": "skelcl-classes", "label_base": 1,
+    "classes": ["walk", ...]}: the action class names in 0-based order (background is not a class here),
+    so the folder's id c names classes[c - label_base].
 JSON: {"format": "skelcl-segments", "label_base": 0, "classes": ["walk", ...] (optional),
        "videos": {"NAME": [[label, start, end, score], ...], ...}}
     label_base (default 0 in JSON) says which number the first class has in the file; a segment may also be
@@ -35,49 +39,93 @@ from pathlib import Path
 from skelcl.eval.segments import EvalInputError, Segment
 
 FORMAT = "skelcl-segments"
+CLASSES_FILE = "classes.json"
+CLASSES_FORMAT = "skelcl-classes"
 
 
 def read_segments_dir(
-    path, label_base: int = 1, *, num_classes: int | None = None, inclusive_end: bool = False
+    path,
+    label_base: int = 1,
+    *,
+    num_classes: int | None = None,
+    inclusive_end: bool = False,
+    swap_reversed: bool = False,
 ) -> dict[str, list[Segment]]:
     """Read a folder of NAME.txt files -> {NAME: [Segment, ...]} with 0-based labels.
 
     label_base: the id of the first class in the files (1 for PKU-MMD). With num_classes, a label outside
     the known classes is an error naming file and line. inclusive_end: the files give the last frame of a
     segment as its end (PKU-MMD's label files do); end + 1 is stored, so the Segments are half-open.
+    swap_reversed: read a row with start > end with the two swapped instead of failing on it.
     """
     path = Path(path)
     if not path.is_dir():
         raise EvalInputError(f"{path}: not a folder")
     out = {}
     for file in sorted(path.glob("*.txt")):
-        out[file.stem] = _read_txt(file, label_base, num_classes)
+        out[file.stem] = _read_txt(file, label_base, num_classes, swap_reversed)
     return _half_open(out) if inclusive_end else out
 
 
-def write_segments_dir(path, segments: dict[str, list[Segment]], label_base: int = 1) -> None:
-    """Write {NAME: [Segment, ...]} as NAME.txt files (`label,start,end,score`, label + label_base)."""
+def write_segments_dir(
+    path, segments: dict[str, list[Segment]], label_base: int = 1, classes=None
+) -> list[str]:
+    """Write {NAME: [Segment, ...]} as NAME.txt files (`label,start,end,score`, label + label_base) and,
+    with `classes` (action class names, 0-based, no background), classes.json. Returns the file names."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, segs in segments.items():
         _check_name(name)
         lines = [
             f"{int(s.label) + label_base},{_num(s.start)},{_num(s.end)},{float(s.score)!r}\n" for s in segs
         ]
         _write_atomic(path / f"{name}.txt", "".join(lines))
+        written.append(f"{name}.txt")
+    if classes is not None:
+        doc = {"format": CLASSES_FORMAT, "label_base": int(label_base), "classes": [str(c) for c in classes]}
+        _write_atomic(path / CLASSES_FILE, json.dumps(doc, indent=1) + "\n")
+        written.append(CLASSES_FILE)
+    return written
+
+
+def read_folder_classes(path, label_base: int | None = None) -> list[str] | None:
+    """Class names of a segment folder from its classes.json (None when there is none). With label_base,
+    a classes.json written for another label base is an error (the ids would name the wrong classes)."""
+    file = Path(path) / CLASSES_FILE
+    if not file.is_file():
+        return None
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EvalInputError(f"{file}: not a readable JSON file ({err})") from None
+    classes = doc.get("classes") if isinstance(doc, dict) else None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise EvalInputError(f'{file}: expected {{"classes": [names ...], "label_base": N}}')
+    base = doc.get("label_base", 1)
+    if label_base is not None and base != label_base:
+        raise EvalInputError(
+            f"{file}: the files' class ids start at {base} (label_base), but they are read with label base "
+            f"{label_base}; use --label-base {base}"
+        )
+    return classes
 
 
 def read_segments_json(
-    path, *, num_classes: int | None = None, inclusive_end: bool = False
+    path, *, num_classes: int | None = None, inclusive_end: bool = False, swap_reversed: bool = False
 ) -> dict[str, list[Segment]]:
     """Read a skelcl-segments JSON file -> {NAME: [Segment, ...]} with 0-based labels.
 
-    inclusive_end: as in read_segments_dir.
+    inclusive_end, swap_reversed: as in read_segments_dir.
     """
-    return read_segments_json_with_classes(path, num_classes=num_classes, inclusive_end=inclusive_end)[0]
+    return read_segments_json_with_classes(
+        path, num_classes=num_classes, inclusive_end=inclusive_end, swap_reversed=swap_reversed
+    )[0]
 
 
-def read_segments_json_with_classes(path, *, num_classes: int | None = None, inclusive_end: bool = False):
+def read_segments_json_with_classes(
+    path, *, num_classes: int | None = None, inclusive_end: bool = False, swap_reversed: bool = False
+):
     """Like read_segments_json, also returning (class names or None, the file's label_base)."""
     path = Path(path)
     try:
@@ -101,7 +149,9 @@ def read_segments_json_with_classes(path, *, num_classes: int | None = None, inc
     for name, segs in doc["videos"].items():
         if not isinstance(segs, list):
             raise EvalInputError(f"{path}: video {name!r}: expected a list of segments")
-        out[name] = [_json_segment(path, name, k, item, base, num_classes) for k, item in enumerate(segs)]
+        out[name] = [
+            _json_segment(path, name, k, x, base, num_classes, swap_reversed) for k, x in enumerate(segs)
+        ]
     return (_half_open(out) if inclusive_end else out), classes, base
 
 
@@ -117,23 +167,86 @@ def write_segments_json(path, segments: dict[str, list[Segment]], classes=None) 
     _write_atomic(Path(path), json.dumps(doc) + "\n")
 
 
-def read_segments(path, label_base: int = 1, *, num_classes: int | None = None, inclusive_end: bool = False):
-    """A folder or a .json file -> (segments, class names or None, label_base of the file)."""
+def read_segments(
+    path,
+    label_base: int = 1,
+    *,
+    num_classes: int | None = None,
+    inclusive_end: bool = False,
+    swap_reversed: bool = False,
+):
+    """A folder or a .json file -> (segments, class names or None, label_base of the file). A folder's
+    class names come from its classes.json."""
     path = Path(path)
     if path.is_dir():
-        segs = read_segments_dir(path, label_base, num_classes=num_classes, inclusive_end=inclusive_end)
-        return segs, None, label_base
+        names = read_folder_classes(path, label_base)
+        if num_classes is None and names is not None:
+            num_classes = len(names)
+        segs = read_segments_dir(path, label_base, num_classes=num_classes, inclusive_end=inclusive_end,
+                                 swap_reversed=swap_reversed)  # fmt: skip
+        return segs, names, label_base
     if path.suffix.lower() == ".json":
-        return read_segments_json_with_classes(path, num_classes=num_classes, inclusive_end=inclusive_end)
+        return read_segments_json_with_classes(
+            path, num_classes=num_classes, inclusive_end=inclusive_end, swap_reversed=swap_reversed
+        )
     if not path.exists():
         raise EvalInputError(f"{path}: no such file or folder")
     raise EvalInputError(f"{path}: expected a folder of NAME.txt files or a .json file")
 
 
+MANIFEST_FILE = "predict.json"
+
+
+def files_to_replace(path, overwrite: bool, flag: str = "--out") -> list[Path]:
+    """Check that folder `path` may take a new set of segment files and return the files to delete first.
+
+    A missing or empty folder is fine. A folder holding anything is refused unless `overwrite`; then only
+    the files a previous `skelcl predict` listed in its predict.json (and that manifest) are deleted, and a
+    NAME.txt it did not write is refused (evaluate would read it as a video). Other files are kept.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EvalInputError(f"{flag} {path}: is a file, not a folder")
+    present = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if not present:
+        return []
+    if not overwrite:
+        shown = ", ".join(present[:3]) + (" ..." if len(present) > 3 else "")
+        raise EvalInputError(
+            f"{flag} {path}: the folder is not empty ({len(present)} entries: {shown}); choose a new folder, "
+            "or add --overwrite to replace the files of an earlier `skelcl predict` there"
+        )
+    ours = set()
+    manifest = path / MANIFEST_FILE
+    if manifest.is_file():
+        try:
+            doc = json.loads(manifest.read_text())
+            listed = doc["files"]
+            if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+                raise TypeError
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            raise EvalInputError(f"{manifest}: not a predict.json written by skelcl predict") from None
+        ours = {f for f in listed if "/" not in f and "\\" not in f and f not in ("", ".", "..")}
+        ours.add(MANIFEST_FILE)
+    foreign = [n for n in present if n.endswith(".txt") and n not in ours]
+    if foreign:
+        more = f" and {len(foreign) - 1} more .txt files" if len(foreign) > 1 else ""
+        raise EvalInputError(
+            f"{flag} {path}: holds {foreign[0]}{more} that skelcl predict did not write (evaluate would read "
+            "them as videos); remove them or choose a new folder"
+        )
+    return [path / n for n in present if n in ours]
+
+
+def write_manifest(path, files, info: dict) -> None:
+    """predict.json in folder `path`: `info` plus the list of files written there (see files_to_replace)."""
+    _write_atomic(Path(path) / MANIFEST_FILE, json.dumps({**info, "files": list(files)}, indent=1) + "\n")
+
+
 # ----------------------------------------------------------------------------------------------------
 
 
-def _read_txt(file: Path, label_base: int, num_classes: int | None) -> list[Segment]:
+def _read_txt(file: Path, label_base: int, num_classes: int | None, swap_reversed: bool) -> list[Segment]:
     try:
         text = file.read_text()
     except (OSError, UnicodeDecodeError) as err:
@@ -155,11 +268,11 @@ def _read_txt(file: Path, label_base: int, num_classes: int | None) -> list[Segm
                 f"{where}: expected 'label,start,end[,score]' with an integer label and numbers, "
                 f"got {line.strip()!r}"
             ) from None
-        segs.append(_make(where, label, start, end, score, label_base, num_classes))
+        segs.append(_make(where, label, start, end, score, label_base, num_classes, swap_reversed))
     return segs
 
 
-def _json_segment(path, name, k, item, base, num_classes) -> Segment:
+def _json_segment(path, name, k, item, base, num_classes, swap_reversed) -> Segment:
     where = f"{path}: video {name!r}, segment {k}"
     if isinstance(item, dict):
         if not {"label", "start", "end"} <= set(item):
@@ -175,17 +288,24 @@ def _json_segment(path, name, k, item, base, num_classes) -> Segment:
         raise EvalInputError(f"{where}: label must be an integer, got {label!r}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
         raise EvalInputError(f"{where}: start, end and score must be numbers, got {item!r}")
-    return _make(where, label, float(numbers[0]), float(numbers[1]), float(numbers[2]), base, num_classes)
+    start, end, score = (float(v) for v in numbers)
+    return _make(where, label, start, end, score, base, num_classes, swap_reversed)
 
 
-def _make(where, label, start, end, score, base, num_classes) -> Segment:
+def _make(where, label, start, end, score, base, num_classes, swap_reversed=False) -> Segment:
     if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(score)):
         raise EvalInputError(f"{where}: start, end and score must be finite numbers")
     label0 = label - base
     if label0 < 0 or (num_classes is not None and label0 >= num_classes):
         known = f"{base}..{base + num_classes - 1}" if num_classes is not None else f">= {base}"
-        raise EvalInputError(f"{where}: unknown class {label} (class ids in this file: {known})")
+        hint = "; 0-based ids need label base 0 (--label-base 0)" if label == 0 and base == 1 else ""
+        raise EvalInputError(f"{where}: unknown class {label} (class ids in this file: {known}){hint}")
     if start > end:
+        if not swap_reversed:
+            raise EvalInputError(
+                f"{where}: start {_num(start)} is after end {_num(end)} (--swap-reversed reads such rows "
+                "with the two swapped, as PKU-MMD v1 label files need)"
+            )
         start, end = end, start
     return Segment(label0, start, end, score)
 
