@@ -36,14 +36,27 @@ def register(subparsers) -> None:
     p.add_argument("--pretrained", help="pretraining run directory or checkpoint (sets finetune.pretrained)")
     p.set_defaults(func=cmd_finetune)
 
-    p = subparsers.add_parser("predict", help="write per-video segment files from a fine-tuned model")
+    p = subparsers.add_parser(
+        "predict",
+        help="write per-video segment files from a fine-tuned model",
+        description="Predict action segments of the test part of the model's split (the fine-tuning run's "
+        "data.split / data.test_part) and write NAME.txt files (label,start,end,score), classes.json (class "
+        "names) and predict.json (what was predicted, and the files written). What is predicted is printed "
+        "on stderr.",
+    )
     p.add_argument("--ckpt", required=True, help="`skelcl finetune` run directory or its last.pt")
     p.add_argument("--data", required=True, help="cache directory")
-    p.add_argument("--out", required=True, help="folder for NAME.txt segment files (label,start,end,score)")
-    p.add_argument("--split", default=None, help="split scheme (default: every sequence)")
-    p.add_argument("--part", default="test", help="split part (default test)")
+    p.add_argument("--out", required=True, help="new or empty folder for the segment files")
+    p.add_argument("--split", default=None, help="split scheme (default: the model's data.split)")
+    p.add_argument("--part", default=None, help="split part (default: the model's data.test_part)")
+    p.add_argument("--all", action="store_true", help="predict every sequence, training ones too")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace what an earlier `skelcl predict` wrote there"
+    )
     p.add_argument("--proposals", default="sweep", choices=["sweep", "argmax"])
-    p.add_argument("--label-base", type=int, default=1, help="label written for class 0 (default 1)")
+    p.add_argument(
+        "--label-base", type=int, choices=(0, 1), default=1, help="id written for class 0 (default 1)"
+    )
     p.add_argument("--gt-out", help="also write the cache's ground-truth segments here (for skelcl evaluate)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
@@ -110,32 +123,85 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _predict_selection(args, cache, st) -> tuple:
+    """(positions, description, warning or None) of the sequences `skelcl predict` predicts: --all, else
+    --split / --part, defaulting to the fine-tuning run's data.split / data.test_part."""
+    import numpy as np
+
+    data = (st.get("config") or {}).get("data", {})
+    run_split, train_part = data.get("split"), data.get("train_part")
+    test_part = data.get("test_part", "test")
+    n = len(cache)
+    if args.all:
+        if args.split or args.part:
+            raise SkelclError("--all predicts every sequence; do not give --split or --part with it")
+        note = "training sequences of this model included" if run_split else "the model's run used all too"
+        return np.arange(n), f"every sequence of {args.data} ({n}; {note})", None
+    split = args.split or run_split
+    if not split:
+        if args.part:
+            raise SkelclError("--part needs --split: the model's run had no split (data.split null)")
+        what = f"every sequence of {args.data} ({n}): the model's run had no split (data.split null)"
+        return np.arange(n), what, "the model was trained on these sequences too; its figures are not a test"
+    part = args.part or (test_part if split == run_split else "test")
+    if split not in cache.split_schemes:
+        raise SkelclError(f"{args.data}: no split scheme {split!r} (has {list(cache.split_schemes)}); "
+                          "give --split NAME or --all")  # fmt: skip
+    positions = cache.split(split, part)
+    if len(positions) == 0:
+        raise SkelclError(f"{args.data}: split {split!r} part {part!r} holds no sequences")
+    source = "the model's test part" if (split, part) == (run_split, test_part) else "from --split/--part"
+    what = f"part {part!r} of split {split!r} ({len(positions)} of {n} sequences; {source})"
+    warn = None
+    if split == run_split and part == train_part:
+        warn = f"{part!r} is the part this model was trained on; its figures are not a test"
+    return positions, what, warn
+
+
 def cmd_predict(args) -> int:
+    import sys
+
     from skelcl.data import open_cache
-    from skelcl.eval import proposals_from_scores
-    from skelcl.eval.io import write_segments_dir
+    from skelcl.eval import proposals_from_scores, segments_from_labels
+    from skelcl.eval.io import CLASSES_FILE, files_to_replace, write_manifest, write_segments_dir
     from skelcl.train.data import SequenceStore
     from skelcl.train.distributed import setup
     from skelcl.train.finetune import load_localizer, predict_probs
 
+    outs = [("--out", args.out)] + ([("--gt-out", args.gt_out)] if args.gt_out else [])
+    if args.gt_out and Path(args.gt_out).resolve() == Path(args.out).resolve():
+        raise SkelclError("--gt-out must be another folder than --out")
+    stale = {flag: files_to_replace(path, args.overwrite, flag) for flag, path in outs}  # before any work
     device = setup(args.device)
     model, st = load_localizer(args.ckpt, device)
     cache = open_cache(args.data)
     if cache.classes != st["classes"]:
         raise SkelclError(f"{args.data}: its classes differ from those the model was trained on")
-    if args.split:
-        cache = cache.subset(cache.split(args.split, args.part))
+    positions, what, warn = _predict_selection(args, cache, st)
+    print(f"skelcl predict: predicting {what}", file=sys.stderr)
+    if warn:
+        print(f"skelcl predict: warning: {warn}", file=sys.stderr)
+    cache = cache.subset(positions)
     store = SequenceStore(cache, st.get("bodies"))
     probs = predict_probs(model, store, device)
     segs = {str(n): proposals_from_scores(p, method=args.proposals) for n, p in zip(cache.names, probs)}
-    write_segments_dir(args.out, segs, label_base=args.label_base)
-    print(f"wrote segments of {len(segs)} sequences to {args.out}")
+    bg = cache.num_classes - 1
+    actions = list(cache.classes[:bg])
+    info = {"format": "skelcl-predict", "ckpt": str(args.ckpt), "data": str(args.data), "selection": what,
+            "label_base": args.label_base, "sequences": len(segs)}  # fmt: skip
+    for flag, path in outs:
+        for f in stale[flag]:
+            f.unlink()
+        kind, proposals = "prediction", args.proposals
+        if flag == "--gt-out":
+            kind, proposals = "ground truth", None
+            segs = {str(n): segments_from_labels(store.get(i)[1], bg) for i, n in enumerate(cache.names)}
+        # the manifest first: an interrupted write still lists every file --overwrite may remove
+        files = [f"{name}.txt" for name in segs] + [CLASSES_FILE]
+        write_manifest(path, files, {**info, "kind": kind, "proposals": proposals})
+        write_segments_dir(path, segs, label_base=args.label_base, classes=actions)
+    print(f"wrote segments of {len(cache)} sequences to {args.out} (class names in {CLASSES_FILE})")
     if args.gt_out:
-        from skelcl.eval import segments_from_labels
-
-        bg = cache.num_classes - 1
-        gt = {str(n): segments_from_labels(store.get(i)[1], background=bg) for i, n in enumerate(cache.names)}
-        write_segments_dir(args.gt_out, gt, label_base=args.label_base)
         print(f"wrote ground-truth segments to {args.gt_out}")
     return 0
 

@@ -19,24 +19,133 @@ def _plt():
     return plt
 
 
-def plot_curves(path, pretrain_history, finetune_histories: dict) -> Path:
-    """Pretraining loss terms per epoch (left) and fine-tuning loss per epoch for each run (right)."""
+def loss_weights(pretrain_config: dict | None) -> dict:
+    """{loss key: weight in the total} of a pretraining config (its `pretrain` section): the total is
+    loss = loss_global + snippet_weight * loss_snippet (snippet on) + d3m_weight * loss_d3m (aimclr)."""
+    if not pretrain_config:
+        return {}
+    p = pretrain_config.get("pretrain", pretrain_config)
+    w = {"loss_global": 1.0}
+    if p.get("snippet"):
+        w["loss_snippet"] = float(p.get("snippet_weight", 1.0))
+    if p.get("method") == "aimclr":
+        w["loss_d3m"] = float(p.get("d3m_weight", 1.0))
+    return w
+
+
+# Panels of curves.png, in order: (title, y label, runs: "pretrain" / "finetune" / None for both, test on
+# a history key). A key goes to the first panel whose test accepts it; keys no panel accepts go to "other".
+_PANELS = (
+    ("pretraining losses", "loss", "pretrain", lambda k: "loss" in k),
+    ("localization loss (frame cross-entropy)", "loss", "finetune", lambda k: "loss" in k),
+    ("learning rate", "learning rate", None, lambda k: k == "lr" or k.startswith("lr_")),
+    ("mAP (per-epoch evaluation)", "mAP (fraction)", None, lambda k: "mAP" in k),
+    ("frame metrics (per-epoch evaluation)", "fraction", None, lambda k: k.startswith("frame_")),
+    ("snippet matching", "fraction of query snippets", None, lambda k: k.startswith("snippet_")),
+)
+_FRACTION_PANELS = ("mAP (per-epoch evaluation)", "frame metrics (per-epoch evaluation)", "snippet matching")
+
+
+def curve_panels(pretrain_history, finetune_histories: dict) -> dict:
+    """{panel title: [(run, key, epochs, values)]}: every numeric per-epoch key of the histories (except
+    epoch, seconds and counts named num_*) sorted into the panels of curves.png; empty panels left out.
+    run is "pretrain" or the name of a fine-tuning run."""
+    runs = [("pretrain", pretrain_history or [])] + [(n, h or []) for n, h in finetune_histories.items()]
+    panels: dict = {}
+    for run, hist in runs:
+        kind = "pretrain" if run == "pretrain" else "finetune"
+        for key in dict.fromkeys(k for h in hist for k in h):
+            if key in ("epoch", "seconds") or "num_" in key:
+                continue
+            pts = [(h["epoch"], h[key]) for h in hist if "epoch" in h and _is_number(h.get(key))]
+            if not pts:
+                continue
+            title = next((t for t, _, r, test in _PANELS if r in (None, kind) and test(key)), "other")
+            panels.setdefault(title, []).append((run, key, [p[0] for p in pts], [float(p[1]) for p in pts]))
+    if "mAP (per-epoch evaluation)" in panels:  # the averages when present, not every threshold
+        series = panels["mAP (per-epoch evaluation)"]
+        panels["mAP (per-epoch evaluation)"] = [s for s in series if "avg_mAP" in s[1]] or series
+    order = [t for t, _, _, _ in _PANELS] + ["other"]
+    return {t: panels[t] for t in order if t in panels}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def plot_curves(
+    path, pretrain_history, finetune_histories: dict, pretrain_config: dict | None = None
+) -> Path:
+    """Save curves_figure(...) to `path` (curves.png)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ep = [h["epoch"] for h in pretrain_history]
-    for key in ("loss", "loss_global", "loss_snippet", "loss_d3m"):
-        if pretrain_history and key in pretrain_history[0]:
-            axes[0].plot(ep, [h[key] for h in pretrain_history], marker=".", label=key)
-    axes[0].set(title="pretraining", xlabel="epoch", ylabel="loss")
-    axes[0].legend()
-    for name, hist in finetune_histories.items():
-        axes[1].plot([h["epoch"] for h in hist], [h["loss"] for h in hist], marker=".", label=name)
-    axes[1].set(title="localization training (frame cross-entropy)", xlabel="epoch", ylabel="loss")
-    axes[1].legend()
-    fig.tight_layout()
+    fig = curves_figure(pretrain_history, finetune_histories, pretrain_config)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def curves_figure(pretrain_history, finetune_histories: dict, pretrain_config: dict | None = None):
+    """The figure of curves.png: one panel per kind of per-epoch value (pretraining losses, localization
+    loss, learning rate, mAP and frame metrics of per-epoch evaluations, snippet matching, other) holding
+    every numeric key the histories have, so new keys appear without changes here. In a panel with several
+    keys the colour tells the key and the line style the run. pretrain_config (the pretraining run's
+    config.yaml as a dict) names the loss weights in the legend and title. Epoch ticks are integers."""
+    plt = _plt()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    panels = curve_panels(pretrain_history, finetune_histories) or {"no per-epoch values": []}
+    weights = loss_weights(pretrain_config)
+    epochs = [e for s in panels.values() for _, _, ep, _ in s for e in ep] or [1]
+    n = len(panels)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.7 * rows), squeeze=False)
+    ylabels = {t: y for t, y, _, _ in _PANELS}
+    styles = ("-", "--", ":", "-.")
+    for ax, (title, series) in zip(axes.flat, panels.items()):
+        keys = list(dict.fromkeys(s[1] for s in series))
+        runs = list(dict.fromkeys(s[0] for s in series))
+        handles = []
+        for run, key, ep, vals in series:
+            name = key
+            if title == "pretraining losses" and key in weights:
+                name = f"{key} (x {weights[key]:g} in loss)"
+            elif title == "pretraining losses" and key == "loss" and weights:
+                name = "loss (weighted total)"
+            if len(keys) == 1:  # colour = run
+                color, style, label = f"C{runs.index(run) % 10}", "-", run
+            else:  # colour = key, line style = run
+                color, style = f"C{keys.index(key) % 10}", styles[runs.index(run) % len(styles)]
+                label = name if len(runs) == 1 else None
+                if len(runs) > 1 and (run, key) == next((r, k) for r, k, _, _ in series if k == key):
+                    handles.append(Line2D([], [], color=color, label=name))
+            ax.plot(ep, vals, style, marker=".", color=color, label=label)
+        if len(keys) > 1 and len(runs) > 1:
+            handles += [
+                Line2D([], [], color="0.3", ls=styles[i % len(styles)], label=r) for i, r in enumerate(runs)
+            ]
+        heading = title
+        if title == "pretraining losses" and weights:
+            terms = " + ".join(("" if w == 1 else f"{w:g} x ") + k for k, w in weights.items())
+            heading = f"pretraining losses\nloss = {terms}"
+        elif len(keys) == 1 and title != "other":
+            heading = f"{title}: {keys[0]}"
+        if title == "learning rate" and series and min(min(s[3]) for s in series) > 0:
+            ax.set_yscale("log")
+        if title in _FRACTION_PANELS:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(heading, fontsize=10)
+        ax.set(xlabel="epoch", ylabel=ylabels.get(title, "value"))
+        ax.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(handles=handles or None, fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def plot_experiment(path, results: list, metric: str, protocols) -> Path:
@@ -77,30 +186,99 @@ def plot_experiment(path, results: list, metric: str, protocols) -> Path:
     return Path(path)
 
 
-def plot_segments(path, names, truths, predictions: dict, classes) -> Path:
-    """For each sequence: a strip of true per-frame labels and one strip per model (argmax labels);
-    background frames white, -1 (unlabeled) grey."""
-    plt = _plt()
-    from matplotlib.colors import ListedColormap
+def segments_to_frames(segments, length: int, background: int) -> np.ndarray:
+    """int64 (length,) frame labels drawn from detected segments: background where none covers a frame,
+    and where segments overlap the higher-scoring one on top."""
+    labels = np.full(length, background, dtype=np.int64)
+    for s in sorted(segments, key=lambda s: s.score):
+        a, b = max(0, int(np.floor(s.start))), min(length, int(np.ceil(s.end)))
+        labels[a:b] = s.label
+    return labels
 
-    bg = len(classes) - 1
-    colors = list(plt.get_cmap("tab20").colors[:bg]) + [(1, 1, 1)] + [(0.7, 0.7, 0.7)]
-    cmap = ListedColormap(colors)
-    rows = 1 + len(predictions)
-    fig, axes = plt.subplots(len(names), 1, figsize=(11, 1.0 + 0.55 * rows * len(names)), squeeze=False)
-    for ax, name, truth, i in zip(axes[:, 0], names, truths, range(len(names))):
-        strips = [truth] + [p[i] for p in predictions.values()]
-        img = np.stack([np.where(s < 0, bg + 1, s) for s in strips])
-        ax.imshow(img, aspect="auto", cmap=cmap, vmin=0, vmax=bg + 1, interpolation="nearest")
-        ax.set_yticks(range(rows), ["truth"] + list(predictions))
-        ax.set_title(name, fontsize=9, loc="left")
-        ax.set_xlabel("frame")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in range(bg)]
-    fig.legend(handles, classes[:bg], loc="lower center", ncol=min(bg, 6), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+
+def video_score(truth: np.ndarray, pred, background: int) -> tuple[str, float]:
+    """(name, value) of one video's score: frame accuracy (labelled frames) for per-frame labels, average
+    mAP@0.1:0.5 (BABEL thresholds, over the classes of this video) for a list of detected segments."""
+    from skelcl.eval import evaluate_protocol, segments_from_labels
+
+    truth = np.asarray(truth)
+    if isinstance(pred, np.ndarray):
+        keep = truth >= 0
+        return "frame acc", float((pred[keep] == truth[keep]).mean()) if keep.any() else float("nan")
+    gt = {"v": segments_from_labels(truth, background=background)}
+    if not gt["v"]:
+        return "avg mAP", float("nan")
+    res = evaluate_protocol(gt, {"v": list(pred)}, "babel", num_classes=background)
+    return "avg mAP", float(res["avg_mAP_0.1:0.5"])
+
+
+def plot_segments(path, names, truths, predictions: dict, classes, selection: str | None = None) -> Path:
+    """Save segments_figure(...) to `path` (segments.png)."""
+    plt = _plt()
+    fig = segments_figure(names, truths, predictions, classes, selection)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def segments_figure(names, truths, predictions: dict, classes, selection: str | None = None):
+    """The figure of segments.png: for each sequence, the true per-frame labels and one strip per model.
+
+    predictions: {model name: one entry per sequence}, an entry either int (T,) per-frame labels (the
+    argmax of the model's class probabilities) or a list of detected Segments (drawn over background,
+    higher scores on top). Beside each model's strip its score on that video (frame accuracy or average
+    mAP@0.1:0.5, see video_score). selection: how the sequences were chosen, printed in the note under
+    the figure. Background is light grey, unlabeled frames (-1) white; all in the legend.
+    """
+    plt = _plt()
+    from skelcl.data.plot import class_colors, draw_timeline, legend_handles
+
+    bg = len(classes) - 1
+    colors = class_colors(len(classes))
+    models = list(predictions)
+    kinds = {isinstance(p[0], np.ndarray) if len(p) else True for p in predictions.values()}
+    n = len(names)
+    rows = 1 + len(models)
+    fig, axes = plt.subplots(n, 1, figsize=(11, 1.3 + (0.32 * rows + 0.55) * n), squeeze=False)
+    unlabeled = False
+    for i, (ax, name, truth) in enumerate(zip(axes[:, 0], names, truths)):
+        truth = np.asarray(truth)
+        unlabeled |= bool((truth < 0).any())
+        ticks = ["truth"]
+        draw_timeline(ax, truth, classes, colors, y=rows - 1, height=0.85)
+        for r, model in enumerate(models, start=1):
+            pred = predictions[model][i]
+            score_name, score = video_score(truth, pred, bg)
+            strip = (
+                np.asarray(pred) if isinstance(pred, np.ndarray) else segments_to_frames(pred, len(truth), bg)
+            )
+            draw_timeline(ax, strip, classes, colors, y=rows - 1 - r, height=0.85)
+            ticks.append(f"{model}  {score_name} {100 * score:.0f} %" if np.isfinite(score) else model)
+        ax.set_xlim(0, len(truth))
+        ax.set_ylim(-0.15, rows)
+        ax.set_yticks([rows - 1 - r + 0.425 for r in range(rows)], ticks, fontsize=8)
+        ax.set_title(str(name), fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=8)
+    axes[-1, 0].set_xlabel("frame")
+    if kinds == {True}:
+        what = "rows under 'truth': each model's per-frame argmax class (not the detected segments mAP uses)"
+        score = "score: frame accuracy on that video"
+    elif kinds == {False}:
+        what = "rows under 'truth': each model's detected segments (higher scores drawn on top)"
+        score = "score: average mAP@0.1:0.5 on that video"
+    else:
+        what = "rows under 'truth': per-frame argmax or detected segments, by model"
+        score = "score: frame accuracy (argmax rows) or average mAP@0.1:0.5 (segment rows) on that video"
+    note = f"{what}; {score}." + (f"\nsequences: {selection}." if selection else "")
+    handles = legend_handles(classes, unlabeled=unlabeled, colors=colors)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+    fig.text(0.01, 0.995, note, ha="left", va="top", fontsize=8, wrap=True)
+    legend_rows = -(-len(handles) // 7)
+    bottom = (0.1 + 0.2 * legend_rows) / fig.get_figheight()
+    top = 1 - (0.25 + 0.16 * (1 + note.count("\n"))) / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, top))
+    return fig
 
 
 def metrics_table(results: dict) -> str:
