@@ -18,8 +18,9 @@ from skelcl.errors import SkelclError
 COMMAND_MODULES = (
     "skelcl.data.commands",  # synth, info, show
     "skelcl.data.prepare",  # prepare
-    "skelcl.train.commands",  # pretrain, finetune, predict, demo, experiment
+    "skelcl.train.commands",  # pretrain, finetune, predict, demo, experiment, config, export
     "skelcl.eval.commands",  # evaluate
+    "skelcl.benchmark.commands",  # bench, bench compare, bench history
 )
 
 
@@ -37,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The command being run, as given (run headers in log.txt / report.md show it).
+ARGV: list[str] | None = None
+
+
 def main(argv=None) -> int:
+    global ARGV
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ARGV = ["skelcl", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -149,7 +149,8 @@ def test_cli_error_paths(tiny, tmp_path, capsys):
     run = tmp_path / "pre"
     assert main(["pretrain", "--out", str(run), "--quiet", *base[:-2], "train.epochs=1"] + base[-2:]) == 0
     err(["pretrain", "--out", str(run), "--quiet", *base], "already holds a run")
-    err(["pretrain", "--resume", str(run), "train.epochs=3"], "overrides are not allowed")
+    err(["pretrain", "--resume", str(run), "train.lr=3"], "override 'train.lr=3' is not allowed")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "lin").exists()  # failed starts write nothing
     err(["predict", "--ckpt", str(run), "--data", str(tiny), "--out", str(tmp_path / "p")],
         "not a localization checkpoint")  # fmt: skip
     ck = run / "last.pt"

@@ -1,37 +1,78 @@
-"""`skelcl pretrain | finetune | predict | demo | experiment`.
+"""`skelcl pretrain | finetune | predict | demo | experiment | config | export`.
 
 Config keys are set with trailing KEY=VALUE arguments (dotted, e.g. train.epochs=3 model.width=0.5);
---resume RUN continues the run in RUN from its last checkpoint with the config saved there.
+every key is checked (skelcl.train.config.KEYS) before anything is written. --resume RUN continues the run
+in RUN from its last checkpoint with the config saved there; the only override it takes is train.epochs
+(to extend the run). A failed start leaves no folder that blocks a rerun (skelcl.train.run.check_out).
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from skelcl.errors import SkelclError
+
+# Presets listed in --help: name -> what it is (the YAML files in skelcl/configs/ hold the values).
+PRESETS = {
+    "pretrain": (
+        ("pretrain_skeletonclr", "the paper's GPU schedule: 600 epochs, width 1.0, batch 128 (default)"),
+        ("pretrain_aimclr", "AimCLR-style base method, the paper's GPU schedule"),
+        ("pretrain_cpu", "a CPU-sized run: width 0.25, 10 epochs, batch 32 (the demo's pretraining)"),
+    ),
+    "finetune": (
+        ("finetune", "the paper's schedule: 40 epochs, width 1.0 without --pretrained (default)"),
+        ("finetune_cpu", "a CPU-sized run: width 0.25, 20 epochs, 150-frame windows"),
+    ),
+}
+
+# Keys an override may change on --resume.
+RESUME_KEYS = ("train.epochs",)
+
+
+def _epilog(kind: str) -> str:
+    from skelcl.train.config import builtin_names
+
+    lines = ["built-in configs (--config NAME):"]
+    lines += [f"  {name:<22}{what}" for name, what in PRESETS[kind]]
+    others = [n for n in builtin_names() if n.startswith(kind) and n not in dict(PRESETS[kind])]
+    if others:
+        lines.append(f"  also: {', '.join(others)}")
+    lines += [
+        "",
+        "every key with its value and allowed range: skelcl config show NAME",
+        f"example: skelcl {kind} --config {PRESETS[kind][-1][0]} --data CACHE --out RUN train.epochs=5",
+        f"continue or extend a run: skelcl {kind} --resume RUN [train.epochs=N]",
+    ]
+    return "\n".join(lines)
 
 
 def _add_common(p, default_config: str, needs_data: bool = True):
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
     p.add_argument(
-        "--config", default=default_config, help=f"config name or YAML path (default {default_config})"
-    )
+        "--config", default=default_config,
+        help=f"built-in config name (listed below) or YAML path (default {default_config})",
+    )  # fmt: skip
     if needs_data:
         p.add_argument("--data", help="cache directory (sets data.path)")
-    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--out", help="run directory to create (or to reuse when it holds no checkpoint)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN (uses RUN/config.yaml)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal")
+    p.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines stay)")
 
 
 def register(subparsers) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
-        "pretrain", help="contrastive pretraining (SkeletonCLR/AimCLR-style + snippets)"
-    )
+        "pretrain", help="contrastive pretraining (SkeletonCLR/AimCLR-style + snippets)",
+        epilog=_epilog("pretrain"), formatter_class=fmt,
+    )  # fmt: skip
     _add_common(p, "pretrain_skeletonclr")
     p.set_defaults(func=cmd_pretrain)
 
     what = "train the localizer (finetune.protocol: linear, frozen_fusion, finetune)"
-    p = subparsers.add_parser("finetune", help=what, description=what)
+    p = subparsers.add_parser("finetune", help=what, description=what, epilog=_epilog("finetune"),
+                              formatter_class=fmt)  # fmt: skip
     _add_common(p, "finetune")
     p.add_argument("--pretrained", help="pretraining run directory or checkpoint (sets finetune.pretrained)")
     p.set_defaults(func=cmd_finetune)
@@ -61,7 +102,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
-    p = subparsers.add_parser("demo", help="pretrain + 20%% labels vs random init, synthetic data")
+    p = subparsers.add_parser("demo", help="one pretraining, then pretrained vs random init (few labels, "
+                              "linear probe), synthetic data")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
     p.add_argument("--out", required=True, help="output directory (metrics.json, report.md, plots)")
     p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
@@ -69,7 +111,8 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = subparsers.add_parser("experiment", help="the method table: base x snippet x protocol, several seeds")
+    p = subparsers.add_parser("experiment", help="pretraining rows x protocols over seeds: paired "
+                              "differences with 95 %% t-intervals (resumable)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="experiment config overrides")
     p.add_argument("--out", required=True, help="output directory (table.md, results.json, runs/)")
     p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
@@ -78,25 +121,70 @@ def register(subparsers) -> None:
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     p.set_defaults(func=cmd_experiment)
 
+    p = subparsers.add_parser(
+        "config", help="list the built-in configs, or show one's keys with their values and allowed ranges",
+        description="skelcl config list | skelcl config show NAME [KEY=VALUE ...]",
+    )  # fmt: skip
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="config name or YAML path (for show)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="show the config with these overrides")
+    p.set_defaults(func=cmd_config)
+
+    p = subparsers.add_parser(
+        "export", help="write a run's encoder as a plain PyTorch state dict (torch.load(weights_only=True))",
+        description="Writes OUT (the encoder's state dict: a pretraining run's query encoder, or a "
+        "fine-tuning run's backbone) and OUT with suffix .json (Backbone kwargs, source checkpoint, epoch). "
+        "Rebuild: Backbone(**json['backbone']).load_state_dict(torch.load(OUT, weights_only=True)).",
+    )  # fmt: skip
+    p.add_argument("run", metavar="RUN", help="run directory (or a .pt checkpoint)")
+    p.add_argument("--out", required=True, help="file to write, e.g. encoder.pt")
+    p.add_argument("--which", default="last", help="last (default), best, or an epoch number (epoch_N.pt)")
+    p.set_defaults(func=cmd_export)
+
 
 def _resolve(args, extra=()):
+    """(validated config, run folder); nothing is written. --resume takes only RESUME_KEYS overrides."""
     from skelcl.train import config
+    from skelcl.train.run import check_out
 
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise SkelclError("--resume RUN continues RUN; do not give another --out")
+        if extra or getattr(args, "data", None):
+            raise SkelclError("--resume uses the run's saved config: --data and --pretrained are not allowed")
+        check_out(args.resume, resume=True, overwrite=args.overwrite)
         cfg_file = Path(args.resume) / "config.yaml"
-        if not cfg_file.is_file():
-            raise SkelclError(f"--resume {args.resume}: no config.yaml there (not a run directory)")
-        if args.overrides or extra:
-            raise SkelclError("--resume uses the run's saved config; overrides are not allowed")
-        return config.load_config(cfg_file), Path(args.resume)
+        for item in args.overrides:
+            key, _ = config.parse_override(item)
+            if key not in RESUME_KEYS:
+                allowed = ", ".join(RESUME_KEYS)
+                raise SkelclError(f"--resume: override {item!r} is not allowed (a resumed run keeps its "
+                                  f"config; only {allowed} may change, to extend the run)")  # fmt: skip
+        cfg = config.apply_overrides(config.load_config(cfg_file), args.overrides)
+        if args.overrides and cfg["train"].get("steps"):
+            raise SkelclError("--resume: this run counts train.steps, so train.epochs cannot extend it")
+        return config.validate(cfg, str(cfg_file)), Path(args.resume)
     if not args.out:
         raise SkelclError("give --out RUN_DIR (or --resume RUN_DIR)")
-    cfg = config.resolve(args.config, list(extra) + list(args.overrides))
+    overrides = list(extra) + list(args.overrides)
     if getattr(args, "data", None):
-        cfg = config.apply_overrides(cfg, [f"data.path={args.data}"])
+        overrides.append(f"data.path={args.data}")
+    cfg = config.resolve(args.config, overrides)
+    check_out(args.out, overwrite=args.overwrite)
     return cfg, Path(args.out)
+
+
+def _interruptible(run_fn):
+    """Run run_fn(); on Ctrl-C print which epoch was saved and the resume command, then re-raise."""
+    import sys
+
+    from skelcl.train import run as run_mod
+
+    try:
+        return run_fn()
+    except KeyboardInterrupt:
+        print(f"skelcl: {run_mod.interrupt_message()}", file=sys.stderr, flush=True)
+        raise
 
 
 def cmd_pretrain(args) -> int:
@@ -105,7 +193,10 @@ def cmd_pretrain(args) -> int:
     cfg, out = _resolve(args)
     from skelcl.train.distributed import is_main
 
-    run_pretrain(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    _gpu_schedule_note(args, cfg)
+    _interruptible(
+        lambda: run_pretrain(cfg, out, resume=bool(args.resume), quiet=args.quiet, overwrite=args.overwrite)
+    )
     if is_main():
         print(f"pretraining run written to {out}")
     return 0
@@ -116,7 +207,10 @@ def cmd_finetune(args) -> int:
 
     extra = [f"finetune.pretrained={args.pretrained}"] if args.pretrained else []
     cfg, out = _resolve(args, extra)
-    m = run_finetune(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    _gpu_schedule_note(args, cfg)
+    m = _interruptible(
+        lambda: run_finetune(cfg, out, resume=bool(args.resume), quiet=args.quiet, overwrite=args.overwrite)
+    )
     if m.get("final"):
         f = m["final"]
         print(f"test avg mAP@0.1:0.5 {f['avg_mAP_0.1:0.5']:.4f}  mAP@0.5 {f['mAP@0.5']:.4f}  -> {out}")
@@ -212,8 +306,12 @@ def cmd_demo(args) -> int:
     m = run_demo(
         args.out, data=args.data, config_name=args.config, overrides=args.overrides, quiet=args.quiet
     )
-    pre, scr = m["pretrained"]["avg_mAP_0.1:0.5"], m["scratch"]["avg_mAP_0.1:0.5"]
-    print(f"avg mAP@0.1:0.5 pretrained {pre:.4f}, scratch {scr:.4f} ({m['seconds']:.0f} s) -> {args.out}")
+    from skelcl.train.demo import SMOKE, comparison_lines
+
+    for c in m["comparisons"]:
+        print("\n".join(comparison_lines(c)))
+    print(SMOKE)
+    print(f"total {m['seconds']:.0f} s (pretraining {m['seconds_pretrain']:.0f} s) -> {args.out}")
     return 0
 
 
@@ -223,6 +321,48 @@ def cmd_experiment(args) -> int:
     table = run_experiment(args.out, data=args.data, config_name=args.config, overrides=args.overrides,
                            quiet=args.quiet, table_only=args.table_only)  # fmt: skip
     print(table)
+    return 0
+
+
+def _gpu_schedule_note(args, cfg) -> None:
+    """A note on stderr when a full-scale schedule is about to run on a CPU."""
+    import sys
+
+    import torch
+
+    t = cfg["train"]
+    on_cpu = t["device"] == "cpu" or (t["device"] == "auto" and not torch.cuda.is_available())
+    if on_cpu and not args.resume and int(t["epochs"]) >= 100 and float(cfg["model"]["width"]) >= 1.0:
+        kind = args.command
+        print(f"skelcl {kind}: note: {args.config} is a full-scale GPU schedule ({t['epochs']} epochs) and "
+              f"this runs on the CPU; for a CPU-sized run use --config {kind}_cpu (skelcl {kind} --help)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def cmd_config(args) -> int:
+    from skelcl.train import config
+
+    if args.action == "list":
+        if args.name or args.overrides:
+            raise SkelclError("config list takes no arguments")
+        for name in config.builtin_names():
+            first = config.config_path(name).read_text().splitlines()[:1]
+            what = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+            print(f"{name:<22}{what}")
+        print("\nskelcl config show NAME: every key of NAME with its value and allowed range")
+        return 0
+    if not args.name:
+        raise SkelclError("config show NAME: give a config name (skelcl config list) or a YAML path")
+    cfg = config.resolve(args.name, args.overrides)
+    print("\n".join(config.describe_keys(cfg)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from skelcl.train.checkpoint import export_encoder
+
+    out, side = export_encoder(args.run, args.out, args.which)
+    print(f"wrote the encoder state dict to {out} and its settings to {side}")
     return 0
 
 

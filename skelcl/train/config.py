@@ -1,9 +1,11 @@
 """YAML run configs with dotted command-line overrides, and the table that checks every key.
 
-A config is a nested dict loaded from a YAML file. A built-in config is named without the .yaml suffix
-(e.g. "pretrain_cpu"; `skelcl config list` shows them) and is always the one in skelcl/configs/: a file
-of that name in the working directory never hides it. An argument is read as a file only when it looks
-like a path (it holds a path separator or ends in .yaml / .yml).
+A config is a nested dict loaded from a YAML file; a file with `base: NAME` holds only the keys it
+changes in config NAME (the presets pretrain_cpu and finetune_cpu are written that way). A built-in
+config is named without the .yaml suffix (e.g. "pretrain_cpu"; `skelcl config list` shows them) and is
+always the one in skelcl/configs/: a file of that name in the working directory never hides it. An
+argument is read as a file only when it looks like a path (it holds a path separator or ends in .yaml /
+.yml).
 
 Overrides are strings "a.b.c=value"; the value is parsed as YAML ("3" -> 3, "[5, 8]" -> [5, 8],
 "null" -> None). Only keys that exist in the base config may be set; an unknown key or a malformed
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -46,6 +48,7 @@ class Key:
           NAME, as in demo.yaml's `pretrain.train`: its keys are checked as NAME.*).
     lo, hi: inclusive bounds for numbers (for "ints": for each element); lo_open: lo itself excluded.
     choices: allowed values (for "strs": for each element). null: None is allowed.
+    also: extra string values allowed besides the kind, e.g. ("auto",) for "an integer or auto".
     """
 
     kind: str
@@ -55,6 +58,7 @@ class Key:
     choices: tuple = ()
     null: bool = False
     help: str = ""
+    also: tuple = ()
 
 
 INT0 = Key("int", 0)  # integer >= 0
@@ -83,8 +87,9 @@ KEYS: dict[str, Key] = {
     "pretrain.snippet": BOOL,
     "pretrain.recipe": Key("str", help="augmentation recipe name or YAML path"),
     "pretrain.dim": INT1,
-    "pretrain.queue_size": INT0,
-    "pretrain.snippet_queue_size": INT0,
+    "pretrain.queue_size": Key("int", 0, also=("auto",), help="auto: one epoch of keys, at most 32768"),
+    "pretrain.snippet_queue_size": Key("int", 0, also=("auto",), help="auto: one epoch, at most 65536"),
+    "pretrain.queue_dtype": Key("str", choices=("auto", "float32", "bfloat16", "float16")),
     "pretrain.momentum": Key("float", 0, 1),
     "pretrain.temperature": POS,
     "pretrain.num_snippets": INT1,
@@ -95,6 +100,10 @@ KEYS: dict[str, Key] = {
     "pretrain.d3m_weight": NONNEG,
     "pretrain.nn_topk": INT0,
     "pretrain.nn_warmup_epochs": INT0,
+    "pretrain.global_exclude_same_video": BOOL,
+    "pretrain.snippet_nn_topk": INT0,
+    "pretrain.snippet_nn_warmup_epochs": INT0,
+    "pretrain.motion_margin": NONNEG,
     # finetune
     "finetune.pretrained": Key("str", null=True, help="pretraining run directory or checkpoint"),
     "finetune.protocol": Key("str", choices=("linear", "frozen_fusion", "finetune")),
@@ -139,6 +148,11 @@ KEYS: dict[str, Key] = {
     "snippet": Key("any", help="experiment rows (skelcl.train.experiment.variant)"),
     "protocols": Key("any", help="experiment protocols: name -> finetune overrides"),
     "metric": Key("str"),
+    "rows": Key("any", help="experiment rows: {label, method, seeds, pretrain} (skelcl.train.experiment)"),
+    "comparisons": Key("any", help="experiment comparisons: [row, reference] pairs"),
+    "references": BOOL,  # experiment: random-init reference rows (trainable and frozen) under every protocol
+    "data.tuning_seeds": Key("ints", 0, help="experiment: data seeds settings were chosen on"),
+    "label_seeds": Key("ints", 0, help="demo: label-subset / fine-tuning seeds"),
 }
 
 
@@ -157,7 +171,7 @@ def check_value(key: str, spec: Key, v, where: str = "config") -> None:
             return
         fail(f"set ({_describe(spec)}), not null")
     kind = spec.kind
-    if kind == "any":
+    if kind == "any" or (isinstance(v, str) and v in spec.also):
         return
     if kind == "bool":
         if not isinstance(v, bool):
@@ -194,6 +208,8 @@ def _check_range(spec: Key, x, fail) -> None:
 
 def _describe(spec: Key) -> str:
     """Words for what spec allows, e.g. "an integer >= 1", "one of sgd, adam"."""
+    if spec.also:
+        return _describe(replace(spec, also=())) + "".join(f" or {a}" for a in spec.also)
     k = spec.kind
     if k == "bool":
         return "true or false"
@@ -311,6 +327,11 @@ def load_config(name_or_path) -> dict:
         raise SkelclError(f"{p}: not valid YAML: {err}") from None
     if not isinstance(cfg, dict):
         raise SkelclError(f"{p}: a config must be a mapping at the top level")
+    if "base" in cfg:  # `base: NAME`: this file lists only the keys it changes in config NAME
+        base = cfg.pop("base")
+        if not isinstance(base, str) or base == p.stem:
+            raise SkelclError(f"{p}: base must name another config, got {base!r}")
+        cfg = merge(load_config(base), cfg, where=str(p))
     return cfg
 
 
@@ -420,10 +441,10 @@ def describe_keys(cfg: dict) -> list[str]:
                 walk(v, f"{prefix}{k}.", f"{tprefix}{k}.")
             else:
                 rule = "" if spec is None else _describe(spec) + (" or null" if spec.null else "")
-                note = f"  {spec.help}" if spec is not None and spec.help else ""
+                note = f"; {spec.help}" if spec is not None and spec.help else ""
                 val = yaml.safe_dump(v, default_flow_style=True, width=1000).strip()
                 val = val.removesuffix("...").strip()
-                lines.append(f"{prefix}{k} = {val}".ljust(40) + f"# {rule}{note}".rstrip())
+                lines.append(f"{prefix}{k} = {val}".ljust(39) + f" # {rule}{note}".rstrip())
 
     walk(cfg, "", "")
     return lines

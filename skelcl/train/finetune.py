@@ -36,12 +36,14 @@ from skelcl.errors import SkelclError
 from skelcl.eval import evaluate_protocol, frame_metrics, proposals_from_scores, segments_from_labels
 from skelcl.models import Backbone, Localizer
 from skelcl.train import checkpoint
+from skelcl.train.config import validate
 from skelcl.train.data import SequenceStore, epoch_batches, finetune_feed, label_subset, to_tensor
 from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, wrap
 from skelcl.train.pretrain import backbone_config, load_encoder_state, open_split
 from skelcl.train.run import (
     RunDir,
     autocast,
+    check_out,
     compile_modules,
     make_optimizer,
     make_scheduler,
@@ -173,21 +175,57 @@ def evaluate_probs(probs, store: SequenceStore, proposals: str = "sweep", protoc
     return res
 
 
+VAL_KEY = "val_avg_mAP"  # history key of the validation score that picks best.pt: the protocol's first avg
+
+
+def _first_avg(res: dict) -> float:
+    """The protocol's first averaged mAP (babel / pkummd: avg_mAP_0.1:0.5)."""
+    return float(next(v for k, v in res.items() if k.startswith("avg_mAP")))
+
+
+def holdout(indices, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions: a seeded round(fraction * n) of `indices` (at least one when
+    fraction > 0 and n >= 2) go to validation, the rest stay for training; both sorted."""
+    indices = np.asarray(indices)
+    n = len(indices)
+    n_val = int(round(fraction * n))
+    if fraction > 0 and n_val == 0 and n >= 2:
+        n_val = 1
+    if n_val and n - n_val < 1:
+        raise SkelclError(f"finetune.val_fraction={fraction} leaves no training sequence (of {n} labeled)")
+    perm = np.random.default_rng([seed, 0x5A1]).permutation(n)
+    return np.sort(indices[perm[n_val:]]), np.sort(indices[perm[:n_val]])
+
+
 def run_finetune(
-    cfg: dict, out, *, resume: bool = False, stop_after_epochs=None, quiet: bool = False
+    cfg: dict,
+    out,
+    *,
+    resume: bool = False,
+    stop_after_epochs=None,
+    quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict:
+    """Checks the config, the data and the pretrained encoder before the run folder is created.
+
+    Validation: a seeded finetune.val_fraction of the labeled training sequences is held out (never the
+    test part); every train.eval_every epochs its avg mAP goes into the history (val_* keys) and the best
+    epoch is kept as best.pt. The test part is evaluated once, at the end, with the last epoch's model."""
+    validate(cfg, "finetune config")
     t, f = cfg["train"], cfg["finetune"]
     set_threads(t["num_threads"])
     device = setup(t["device"])
     seed = int(t["seed"])
     torch.manual_seed(seed)
-    run = RunDir(out, cfg, resume=resume, quiet=quiet)
+    check_out(out, resume, overwrite)
     train_cache = open_split(cfg["data"], "train_part")
     test_store = SequenceStore.from_config(open_split(cfg["data"], "test_part"), cfg["data"])
     if train_cache.classes != test_store.cache.classes:
         raise SkelclError("train and test parts have different class lists")
     labeled = label_subset(len(train_cache), float(f["label_fraction"]), seed)
+    labeled, val_idx = holdout(labeled, float(f.get("val_fraction") or 0), seed)
     store = SequenceStore.from_config(train_cache.subset(labeled), cfg["data"])
+    val_store = SequenceStore.from_config(train_cache.subset(val_idx), cfg["data"]) if len(val_idx) else None
     num_outputs = train_cache.num_classes
     model, bcfg = build_localizer(cfg, num_outputs)
     model.to(device)
@@ -204,6 +242,7 @@ def run_finetune(
     per_step = steps_cfg > 0  # the LR schedule is stepped per optimizer step (else per epoch)
     scheduler = make_scheduler(optimizer, schedule_config(t))
     frozen = f["protocol"] in FROZEN
+    run = RunDir(out, cfg, resume=resume, quiet=quiet, overwrite=overwrite, command="finetune", device=device)
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "localizer", model, optimizer, scheduler, device)
@@ -214,20 +253,30 @@ def run_finetune(
                 f"sequences ({n} batches, no gradient steps)")  # fmt: skip
     ddp = wrap(model, device)
     source = f["pretrained"] or "random init"
-    run.log(f"finetune ({f['protocol']}, labels on {len(store)}/{len(train_cache)} sequences, "
+    run.log(f"finetune ({f['protocol']}, labels on {len(store) + len(val_idx)}/{len(train_cache)} sequences, "
             f"encoder: {source}{' (frozen)' if frozen else ''}, head {model.head_kind}): {epochs} epochs "
             f"= {total_steps} optimizer steps, batch {bs}, on {device}")  # fmt: skip
-    eval_every = int(t["eval_every"])
+    eval_every = int(t["eval_every"]) if val_store is not None else 0
+    if val_store is not None:
+        every = (
+            f"evaluated every {eval_every} epoch(s)" if eval_every else "not evaluated (train.eval_every 0)"
+        )
+        run.log(
+            f"validation: {len(val_store)} of them held out (finetune.val_fraction), not trained on, {every}"
+        )
+    vals = [h[VAL_KEY] for h in history if VAL_KEY in h]
+    best_val = max(vals) if vals else -1.0
+    run.start_epochs(start, epochs)
     for epoch in range(start, epochs):
         set_train_mode(model, f["protocol"])
-        t0 = time.time()
+        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: at the start of the epoch
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=False)
         batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
         total, count = 0.0, 0
         # the next batch is read and augmented in a background thread while this one computes
         feed = finetune_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
                              int(t["max_frames"]), device, t.get("prefetch", True))  # fmt: skip
-        bar = tqdm(feed, desc=f"finetune {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main())
+        bar = run.bar(feed, desc=f"finetune {epoch + 1}/{epochs}")
         for step, (view, y) in enumerate(bar):
             with autocast(device, t["amp"]):
                 logits = ddp(view)
@@ -246,25 +295,31 @@ def run_finetune(
             scheduler.step()
         record = {"epoch": epoch + 1, "steps": epoch * per_epoch + len(batches),
                   "loss": mean_scalar(total / max(1, count)),
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}  # fmt: skip
+                  "lr": lr, "seconds": time.time() - t0}  # fmt: skip
         last = epoch + 1 == epochs
-        if eval_every and (epoch + 1) % eval_every == 0 and not last and is_main():
-            res = evaluate_probs(predict_probs(model, test_store, device, int(cfg["eval"]["batch_size"])),
-                                 test_store, cfg["eval"]["proposals"], cfg["eval"]["protocol"])  # fmt: skip
-            record.update({k: v for k, v in res.items() if k.startswith(("mAP@", "avg_mAP", "frame_"))})
+        is_best = False
+        if eval_every and ((epoch + 1) % eval_every == 0 or last) and is_main():
+            res = evaluate_probs(predict_probs(model, val_store, device, int(cfg["eval"]["batch_size"])),
+                                 val_store, cfg["eval"]["proposals"], cfg["eval"]["protocol"])  # fmt: skip
+            keep = ("mAP@", "avg_mAP", "frame_")
+            record.update({f"val_{k}": v for k, v in res.items() if k.startswith(keep)})
+            record[VAL_KEY] = _first_avg(res)
+            is_best = record[VAL_KEY] > best_val
+            best_val = max(best_val, record[VAL_KEY])
         history.append(record)
         run.scalars("finetune", record, epoch + 1)
-        extra = f", avg mAP {record['avg_mAP_0.1:0.5']:.4f}" if "avg_mAP_0.1:0.5" in record else ""
-        run.log(f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{extra}")
-        if is_main() and ((epoch + 1) % int(t["ckpt_every"]) == 0 or last):
-            checkpoint.save(run.checkpoint, {
-                "kind": "localizer", "config": cfg, "backbone": bcfg, "head": model.head_kind,
-                "protocol": f["protocol"],
-                "num_outputs": num_outputs, "classes": train_cache.classes, "bodies": test_store.bodies,
-                "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
-            })  # fmt: skip
+        text = f"loss {record['loss']:.4f}, lr {record['lr']:.4g}"
+        if VAL_KEY in record:
+            text += f", val avg mAP {record[VAL_KEY]:.4f}{' (best)' if is_best else ''}"
+        run.log_epoch(epoch + 1, text, record["seconds"])
+        run.save_checkpoint({
+            "kind": "localizer", "config": cfg, "backbone": bcfg, "head": model.head_kind,
+            "protocol": f["protocol"],
+            "num_outputs": num_outputs, "classes": train_cache.classes, "bodies": test_store.bodies,
+            "epoch": epoch + 1,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
+        }, epoch + 1, last, best=is_best)  # fmt: skip
         barrier()
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and not last:
             run.log(f"stopped after epoch {epoch + 1} (stop_after_epochs)")
@@ -276,10 +331,14 @@ def run_finetune(
                                test_store, cfg["eval"]["proposals"], cfg["eval"]["protocol"])  # fmt: skip
         run.log(f"test: avg mAP@0.1:0.5 {final['avg_mAP_0.1:0.5']:.4f}, mAP@0.5 {final['mAP@0.5']:.4f}, "
                 f"frame accuracy {final['frame_accuracy']:.4f}")  # fmt: skip
-    metrics = {"history": history, "final": final, "labeled_sequences": int(len(store)),
+    metrics = {"history": history, "final": final, "labeled_sequences": int(len(store) + len(val_idx)),
                "protocol": f["protocol"], "head": model.head_kind, "encoder": source,
                "steps": int(history[-1]["steps"]) if history else 0, "epochs": epochs,
-               "train_sequences": int(len(train_cache)), "test_sequences": int(len(test_store))}  # fmt: skip
+               "train_sequences": int(len(train_cache)), "test_sequences": int(len(test_store)),
+               "val_sequences": 0 if val_store is None else len(val_store)}  # fmt: skip
+    if vals or any(VAL_KEY in h for h in history):
+        best = max((h for h in history if VAL_KEY in h), key=lambda h: h[VAL_KEY])
+        metrics.update(best_epoch=int(best["epoch"]), best_val=float(best[VAL_KEY]))
     run.write_metrics(metrics)
     run.close()
     return metrics

@@ -1,11 +1,18 @@
 """One directory per run: resolved config, log, metrics, TensorBoard events, checkpoints.
 
-    RUN/config.yaml      the resolved config (what actually ran)
-    RUN/log.txt          the log lines (also printed)
+    RUN/config.yaml      the resolved config (what actually ran; --resume with train.epochs=N updates it)
+    RUN/log.txt          the log lines (also printed): first the run header (run_header), then one line
+                         per epoch with an ETA for the whole run
     RUN/metrics.json     {"history": [one dict per epoch], "final": {...}}  (rewritten atomically)
-    RUN/tb/              TensorBoard events
-    RUN/last.pt          checkpoint after the latest completed epoch (skelcl.train.checkpoint)
+    RUN/tb/              TensorBoard events (same scalars as the history; needs the tensorboard package)
+    RUN/last.pt          checkpoint after the latest saved epoch (every train.ckpt_every epochs and the last)
+    RUN/epoch_N.pt       kept every train.keep_every epochs (0: none)
+    RUN/best.pt          fine-tuning: the epoch with the best validation avg mAP (skelcl.train.checkpoint)
 
+A folder is checked before anything is written (check_out): a new or empty folder, or one that holds no
+checkpoint (a run that failed or was stopped before its first checkpoint), is used as it is; a folder with
+a checkpoint is refused unless --overwrite (its run files are then removed first) or --resume.
+Progress bars show only on a terminal and without --quiet; the per-epoch lines are always printed.
 Only rank 0 writes; other ranks get a RunDir whose methods do nothing.
 """
 
@@ -14,6 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,21 +35,155 @@ from skelcl.errors import SkelclError
 from skelcl.train import config as config_mod
 from skelcl.train.distributed import is_main
 
+# Files and folders a run writes (removed from a reused or overwritten folder; nothing else is touched).
+RUN_ENTRIES = ("config.yaml", "log.txt", "metrics.json", "tb", "last.pt", "best.pt")
+
+# The RunDir of the run in progress in this process (for the message after Ctrl-C: interrupt_message).
+ACTIVE: RunDir | None = None
+
+
+def checkpoints_in(path) -> list[Path]:
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    return sorted([*(p / n for n in ("last.pt", "best.pt") if (p / n).is_file()), *p.glob("epoch_*.pt")])
+
+
+def check_out(path, resume: bool = False, overwrite: bool = False) -> None:
+    """Raise SkelclError unless `path` can take this run; writes nothing.
+
+    New run: path must not be a file; a folder with a checkpoint needs overwrite. Resume: path must hold
+    config.yaml and last.pt."""
+    p = Path(path)
+    if resume and overwrite:
+        raise SkelclError("--resume continues a run and --overwrite replaces it: give one of them")
+    if p.exists() and not p.is_dir():
+        raise SkelclError(f"{p} is a file, not a run folder")
+    if resume:
+        if not (p / "config.yaml").is_file():
+            raise SkelclError(f"--resume {p}: no config.yaml there (not a run folder)")
+        if not (p / "last.pt").is_file():
+            raise SkelclError(
+                f"--resume {p}: no checkpoint last.pt (the run stopped before its first checkpoint): "
+                "nothing to resume; run the same command without --resume (the folder is reused)"
+            )
+        return
+    if checkpoints_in(p) and not overwrite:
+        raise SkelclError(
+            f"{p} already holds a run with checkpoints ({', '.join(c.name for c in checkpoints_in(p))}); "
+            f"continue it with --resume {p}, replace it with --overwrite, or give another --out"
+        )
+
+
+def clear_run(path) -> None:
+    """Remove the run files (RUN_ENTRIES, epoch_*.pt) of a folder; other files stay."""
+    p = Path(path)
+    for name in RUN_ENTRIES:
+        q = p / name
+        if q.is_dir() and not q.is_symlink():
+            shutil.rmtree(q)
+        elif q.exists() or q.is_symlink():
+            q.unlink()
+    for q in p.glob("epoch_*.pt"):
+        q.unlink()
+
+
+def git_revision() -> str:
+    """The commit of the skelcl checkout this code runs from ("+ uncommitted changes" when the tracked
+    files differ from it), or "unknown" (an installed copy, or git missing)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists() or not (root / "skelcl" / "train" / "run.py").is_file():
+        return "unknown"
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10)  # fmt: skip
+        if rev.returncode != 0 or not rev.stdout.strip():
+            return "unknown"
+        st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    dirty = " + uncommitted changes" if st.returncode == 0 and st.stdout.strip() else ""
+    return rev.stdout.strip() + dirty
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def command_line() -> str:
+    """The command being run: `skelcl ...` as given to skelcl.cli.main, else sys.argv."""
+    cli = sys.modules.get("skelcl.cli")
+    argv = getattr(cli, "ARGV", None) or sys.argv
+    return shlex.join(str(a) for a in argv)
+
+
+def run_header(device=None, seeds: dict | None = None) -> list[str]:
+    """The lines that open log.txt and report.md: command, skelcl version, git revision, torch / triton
+    versions, device (with the GPU name), CPU threads and seeds ({"train.seed": 0, ...})."""
+    from skelcl import __version__
+
+    dev = "not set" if device is None else str(device)
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        dev += f" ({torch.cuda.get_device_name(torch.device(device))})"
+    seed_text = ", ".join(f"{k}={v}" for k, v in (seeds or {}).items()) or "none"
+    return [
+        f"command: {command_line()}",
+        f"skelcl {__version__}, git revision {git_revision()}",
+        f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}), triton {_version('triton')}, "
+        f"python {sys.version.split()[0]}",
+        f"device: {dev}, CPU threads {torch.get_num_threads()}",
+        f"seeds: {seed_text}",
+    ]
+
+
+def fmt_duration(s: float) -> str:
+    s = max(0, int(round(s)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
 
 class RunDir:
-    def __init__(self, path, cfg: dict, resume: bool = False, quiet: bool = False):
+    """The run folder of a pretraining or fine-tuning run (see the module docstring).
+
+    command: "pretrain" or "finetune" (for the resume hint after Ctrl-C). Create it only after every
+    input has been checked: creating it writes config.yaml and the header into log.txt."""
+
+    def __init__(self, path, cfg: dict, resume: bool = False, quiet: bool = False, overwrite: bool = False,
+                 command: str = "pretrain", device=None):  # fmt: skip
+        global ACTIVE
         self.path = Path(path)
         self.main = is_main()
         self.quiet = quiet
+        self.cfg = cfg
+        self.command = command
         self._tb = None
-        if resume:
-            if not (self.path / "last.pt").is_file():
-                raise SkelclError(f"--resume {self.path}: no checkpoint last.pt there to continue from")
-        elif (self.path / "config.yaml").exists():
-            raise SkelclError(f"run directory {self.path} already holds a run; use --resume or another --out")
+        self._tb_missing = False
+        t = cfg.get("train", {})
+        self.ckpt_every = max(1, int(t.get("ckpt_every", 1)))
+        self.keep_every = int(t.get("keep_every", 0) or 0)
+        self.epochs = int(t.get("epochs", 0))
+        self.saved_epoch: int | None = None
+        self.bars = self.main and not quiet and sys.stderr.isatty()
+        self._t0, self._start = time.time(), 0
+        check_out(self.path, resume, overwrite)
         if self.main:
             self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.path / "config.yaml", config_mod.dump(cfg))
+            if not resume:
+                clear_run(self.path)
+                _write_atomic(self.path / "config.yaml", config_mod.dump(cfg))
+            seeds = {"train.seed": t.get("seed")}
+            for line in run_header(device, seeds):
+                self.log(line)
+        ACTIVE = self
 
     @property
     def checkpoint(self) -> Path:
@@ -48,20 +193,82 @@ class RunDir:
         if not self.main:
             return
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        if not self.quiet:
+        if self.bars:
             tqdm.write(line)
+        else:
+            print(line, flush=True)
         with open(self.path / "log.txt", "a") as f:
             f.write(line + "\n")
 
-    def scalars(self, tag: str, values: dict, step: int) -> None:
+    def bar(self, iterable, desc: str):
+        """tqdm over iterable, shown only on a terminal without --quiet (never one long line in a file)."""
+        return tqdm(iterable, desc=desc, leave=False, disable=not self.bars, dynamic_ncols=True)
+
+    def start_epochs(self, start: int, epochs: int) -> None:
+        """Call before the epoch loop (start: epochs already done) for the ETA."""
+        self._t0, self._start, self.epochs = time.time(), int(start), int(epochs)
+
+    def eta(self, done: int) -> str:
+        """Time left for the whole run from the mean epoch time of this session."""
+        n = done - self._start
+        if n <= 0:
+            return "ETA unknown"
+        if done >= self.epochs:
+            return f"run time {fmt_duration(time.time() - self._t0)}"
+        return f"ETA {fmt_duration((time.time() - self._t0) / n * (self.epochs - done))}"
+
+    def log_epoch(self, done: int, text: str, seconds: float) -> None:
+        """One line per epoch: "epoch 3/10: <text> (12.3 s, ETA 1 min 26 s)"."""
+        self.log(f"epoch {done}/{self.epochs}: {text} ({seconds:.1f} s, {self.eta(done)})")
+
+    def save_checkpoint(self, state: dict, epoch: int, last: bool, best: bool = False) -> None:
+        """last.pt every train.ckpt_every epochs and at the end, epoch_N.pt every train.keep_every epochs,
+        best.pt when `best`; one serialization, each file written atomically."""
         if not self.main:
             return
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+        from skelcl.train import checkpoint
 
+        paths = []
+        if epoch % self.ckpt_every == 0 or last:
+            paths.append(self.path / "last.pt")
+        if self.keep_every and epoch % self.keep_every == 0:
+            paths.append(self.path / f"epoch_{epoch}.pt")
+        if best:
+            paths.append(self.path / "best.pt")
+        if not paths:
+            return
+        checkpoint.save(paths[0], state, copies=paths[1:])
+        if paths[0].name == "last.pt":
+            self.saved_epoch = epoch
+
+    def write_config(self, cfg: dict) -> None:
+        self.cfg = cfg
+        if self.main:
+            _write_atomic(self.path / "config.yaml", config_mod.dump(cfg))
+
+    def interrupt_message(self) -> str:
+        if self.saved_epoch is None:
+            return (f"stopped before the first checkpoint: nothing saved; run the same command again "
+                    f"(the folder {self.path} is reused)")  # fmt: skip
+        ck = self.path / "last.pt"
+        return (f"stopped; last checkpoint: epoch {self.saved_epoch}/{self.epochs} in {ck}; "
+                f"continue with: skelcl {self.command} --resume {shlex.quote(str(self.path))}")  # fmt: skip
+
+    def scalars(self, tag: str, values: dict, step: int) -> None:
+        """TensorBoard scalars tag/key (finite numbers only); a no-op without the tensorboard package."""
+        if not self.main or self._tb_missing:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._tb_missing = True
+                self.log("tensorboard is not installed: no TensorBoard events (pip install 'skelcl[tb]'); "
+                         "metrics.json holds the same numbers")  # fmt: skip
+                return
             self._tb = SummaryWriter(str(self.path / "tb"))
         for k, v in values.items():
-            if isinstance(v, (int, float)) and math.isfinite(v):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 self._tb.add_scalar(f"{tag}/{k}", v, step)
         self._tb.flush()
 
@@ -70,12 +277,29 @@ class RunDir:
             _write_atomic(self.path / "metrics.json", json.dumps(metrics, indent=2))
 
     def close(self) -> None:
+        global ACTIVE
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if ACTIVE is self:
+            ACTIVE = None
+
+
+def interrupt_message() -> str:
+    """What was saved by the run this process was running when Ctrl-C came, and how to continue."""
+    run = ACTIVE
+    if run is None:
+        return "stopped before the run folder was created: nothing was written"
+    msg = run.interrupt_message()
+    if run.main:
+        with open(run.path / "log.txt", "a") as f:
+            f.write(f"[{time.strftime('%H:%M:%S')}] interrupted: {msg}\n")
+    run.close()
+    return msg
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write text via a temporary file and os.replace (the usual file mode: open() honours the umask)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -125,17 +349,29 @@ def set_rng_state(st: dict) -> None:
 
 def resume_state(run, kind: str, model, optimizer, scheduler, device) -> tuple[int, list]:
     """Restore model, optimizer, scheduler and RNG state from `run`'s checkpoint of the given kind
-    ("pretrain" or "localizer"); returns (epochs done, metric history)."""
+    ("pretrain" or "localizer"); returns (epochs done, metric history).
+
+    When run.cfg asks for more train.epochs than the saved config (`--resume RUN train.epochs=N`), the
+    run goes on to N epochs: the saved config.yaml is updated and the learning-rate schedule continues
+    from the current epoch as defined for N epochs (a cosine schedule then ends at N)."""
     from skelcl.train import checkpoint
 
     st = checkpoint.load(run.checkpoint, map_location=device)
     if st.get("kind") != kind:
         raise SkelclError(f"{run.checkpoint} is a {st.get('kind')!r} checkpoint, expected {kind!r}")
+    start = int(st["epoch"])
+    want = int(run.cfg["train"]["epochs"])
+    if want < start and not run.cfg["train"].get("steps"):
+        raise SkelclError(f"--resume {run.path}: train.epochs={want} is below the {start} epochs done")
     model.load_state_dict(st["model"])
     optimizer.load_state_dict(st["optimizer"])
     scheduler.load_state_dict(st["scheduler"])
     set_rng_state(st["rng"])
-    start = int(st["epoch"])
+    run.saved_epoch = start
+    old = int(st["config"]["train"]["epochs"]) if "config" in st else want
+    if want != old:
+        run.write_config(run.cfg)
+        run.log(f"train.epochs extended from {old} to {want} (config.yaml updated)")
     run.log(f"resumed from {run.checkpoint} after epoch {start}")
     return start, list(st["history"])
 
