@@ -40,7 +40,7 @@ _PANELS = (
     ("localization loss (frame cross-entropy)", "loss", "finetune", lambda k: "loss" in k),
     ("learning rate", "learning rate", None, lambda k: k == "lr" or k.startswith("lr_")),
     ("mAP (per-epoch evaluation)", "mAP (fraction)", None, lambda k: "mAP" in k),
-    ("frame metrics (per-epoch evaluation)", "fraction", None, lambda k: k.startswith("frame_")),
+    ("frame metrics (per-epoch evaluation)", "fraction", None, lambda k: "frame_" in k),
     ("snippet matching", "fraction of query snippets", None, lambda k: k.startswith("snippet_")),
 )
 _FRACTION_PANELS = ("mAP (per-epoch evaluation)", "frame metrics (per-epoch evaluation)", "snippet matching")
@@ -48,14 +48,14 @@ _FRACTION_PANELS = ("mAP (per-epoch evaluation)", "frame metrics (per-epoch eval
 
 def curve_panels(pretrain_history, finetune_histories: dict) -> dict:
     """{panel title: [(run, key, epochs, values)]}: every numeric per-epoch key of the histories (except
-    epoch, seconds and counts named num_*) sorted into the panels of curves.png; empty panels left out.
-    run is "pretrain" or the name of a fine-tuning run."""
+    epoch, steps, seconds and counts named num_*) sorted into the panels of curves.png; empty panels are
+    left out. run is "pretrain" or the name of a fine-tuning run."""
     runs = [("pretrain", pretrain_history or [])] + [(n, h or []) for n, h in finetune_histories.items()]
     panels: dict = {}
     for run, hist in runs:
         kind = "pretrain" if run == "pretrain" else "finetune"
         for key in dict.fromkeys(k for h in hist for k in h):
-            if key in ("epoch", "seconds") or "num_" in key:
+            if key in ("epoch", "steps", "seconds") or "num_" in key:
                 continue
             pts = [(h["epoch"], h[key]) for h in hist if "epoch" in h and _is_number(h.get(key))]
             if not pts:
