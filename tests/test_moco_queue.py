@@ -12,7 +12,7 @@ from skelcl.data.synthetic import SynthConfig, generate_cache
 from skelcl.errors import SkelclError
 from skelcl.models import MoCo, RingQueue
 from skelcl.models.heads import snippet_features
-from skelcl.models.moco import queue_neighbours, resolve_queue_sizes
+from skelcl.models.moco import queue_neighbours, queue_storage_dtype, resolve_queue_sizes
 from skelcl.train import config
 from skelcl.train.data import epoch_batches
 from skelcl.train.pretrain import run_pretrain
@@ -164,3 +164,36 @@ def test_pretrain_warns_when_a_queue_spans_more_than_an_epoch(tmp_path):
     assert "warning: pretrain.queue_size 20 spans 2.50 epochs (8 rows per epoch)" in log
     assert "queues 20 / 0 rows" in log
     assert metrics["final"]["queue_own_share"] == 0.0  # exclusion is on by default
+
+
+def test_queue_storage_dtype():
+    """auto: the autocast dtype under CUDA autocast, float32 otherwise (CPU autocast included); an explicit
+    setting wins. A bf16 queue (explicit here, on the CPU) gives the fp32 queue's losses within bf16
+    rounding, and its checkpoint loads into a float32 model."""
+    assert queue_storage_dtype("auto", True, torch.bfloat16) == torch.bfloat16
+    assert queue_storage_dtype("auto", True, torch.float16) == torch.float16
+    assert queue_storage_dtype("auto", False) == torch.float32
+    assert queue_storage_dtype("float32", True, torch.bfloat16) == torch.float32
+    assert queue_storage_dtype("bfloat16", False) == torch.bfloat16
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        m = MoCo(dict(kind="stgcn", width=0.125), snippet=True, dim=8, queue_size=6, snippet_queue_size=18,
+                 num_snippets=S, momentum=0.9, match="aligned", queue_dtype=dtype)  # fmt: skip
+        align = torch.tensor([[0, 1, 2], [1, 1, -1], [0, 2, 2]])
+        for step in range(2):
+            idx = [3 * step, 3 * step + 1, 3 * step + 2]
+            loss, stats = m(_views(idx, 0), align=align, video=torch.as_tensor(idx))
+            loss.backward()
+            m.flush_queues()
+        assert m.queue.data.dtype == m.squeue.data.dtype == getattr(torch, dtype)
+        losses[dtype] = stats
+        state = m.state_dict()
+    assert losses["bfloat16"]["loss_global"] == pytest.approx(losses["float32"]["loss_global"], rel=0.02)
+    assert losses["bfloat16"]["loss_snippet"] == pytest.approx(losses["float32"]["loss_snippet"], rel=0.02)
+    torch.manual_seed(0)
+    fresh = MoCo(dict(kind="stgcn", width=0.125), snippet=True, dim=8, queue_size=6, snippet_queue_size=18,
+                 num_snippets=S)  # fmt: skip
+    fresh.load_state_dict(state)
+    assert fresh.queue.data.dtype == torch.float32
+    torch.testing.assert_close(fresh.queue.data, state["queue.data"].float())

@@ -183,7 +183,7 @@ def test_moco_skeletonclr_global_loss_is_dense_infonce():
     assert set(stats) == {"loss", "loss_global"}
 
 
-@pytest.mark.parametrize("method", ["skeletonclr", "aimclr"])
+@pytest.mark.parametrize("method", ["skeletonclr", "rvtclr", "aimclr"])
 def test_moco_gradients_queues_and_momentum(method):
     m = _moco(method, nn_warmup_epochs=0)
     views = [_x(B=4, T=16, seed=s) for s in range(3)]
@@ -193,7 +193,7 @@ def test_moco_gradients_queues_and_momentum(method):
     assert "loss_snippet" in stats and "snippet_match_acc" in stats
     assert (method == "aimclr") == ("loss_d3m" in stats)
     for name, p in m.named_parameters():
-        if name.startswith(("encoder_k", "head_k", "snip_k")):
+        if name.startswith(("encoder_k", "head_k", "motion_k", "snip_k")):
             assert p.grad is None, name
         else:
             assert p.grad is not None, name
@@ -255,7 +255,7 @@ def test_snippet_matching_rules_in_moco():
     assert stats_a["loss_snippet"] > 0 and stats_a["loss_snippet"] != stats_b["loss_snippet"]
 
 
-@pytest.mark.parametrize("method", ["skeletonclr", "aimclr"])
+@pytest.mark.parametrize("method", ["skeletonclr", "rvtclr", "aimclr"])
 def test_moco_and_localizer_under_bf16_autocast(method):
     """The GPU trainer runs under bf16 autocast; the same dtype mixing (bf16 activations, fp32 queues and
     losses) is exercised here through CPU autocast: losses stay close to the fp32 ones, gradients are finite,

@@ -159,6 +159,16 @@ def resolve_queue_sizes(queue_size, snippet_queue_size, keys_per_epoch=None, num
     return out[0], out[1], notes
 
 
+def queue_storage_dtype(setting: str, cuda_autocast: bool, autocast_dtype=None) -> torch.dtype:
+    """Queue storage dtype: `setting` unless "auto"; "auto" gives the autocast dtype under CUDA autocast
+    (bf16 / fp16: the fused InfoNCE kernel computes on 16-bit keys there, so 16-bit storage loses nothing it
+    would keep, and unit-norm rows fit both ranges) and float32 otherwise (CPU, where the reference InfoNCE
+    computes in float32, or no autocast)."""
+    if setting != "auto":
+        return getattr(torch, setting)
+    return autocast_dtype if cuda_autocast and autocast_dtype is not None else torch.float32
+
+
 def match_snippets(sq: torch.Tensor, sk: torch.Tensor, rule: str = "feature") -> torch.Tensor:
     """Feature-similarity positives. sq, sk (B, C, S) pooled backbone features of the query and key views ->
     (B, S) long: j*(b, s) = argmax_j <sq[b, :, s], sk[b, :, j]> ("feature", DenseCL: un-normalized, so
@@ -348,12 +358,9 @@ class MoCo(nn.Module):
                 bk.copy_(bq)
 
     def storage_dtype(self, x: torch.Tensor) -> torch.dtype:
-        """The queues' dtype for a forward on x (see the module docstring, queue_dtype)."""
-        if self.queue_dtype != "auto":
-            return getattr(torch, self.queue_dtype)
-        if x.is_cuda and torch.is_autocast_enabled("cuda"):
-            return torch.get_autocast_dtype("cuda")
-        return torch.float32
+        """The queues' dtype for a forward on x (see queue_storage_dtype)."""
+        cuda = x.is_cuda and torch.is_autocast_enabled("cuda")
+        return queue_storage_dtype(self.queue_dtype, cuda, torch.get_autocast_dtype("cuda") if cuda else None)
 
     def forward(self, views, epoch: int = 0, align=None, video=None):
         """views: list of (B, T, M, 25, 3) tensors (see VIEWS); align: optional (B, S) long (aligned key
