@@ -220,15 +220,16 @@ def host_tensor(x: np.ndarray, device) -> torch.Tensor:
 
 
 def pretrain_feed(store, batches, recipe, seed: int, epoch: int, backend: str, snippets: int, device,
-                  prefetch: bool = True) -> Prefetcher:  # fmt: skip
+                  prefetch: bool = True, key_view: int = 1) -> Prefetcher:  # fmt: skip
     """Pretraining batches of one epoch: (views: list of (B, T, M, 25, 3) float32 tensors, align (B, S)
-    long tensor or None when snippets == 0) on `device`, step i augmented with step_rng(seed, epoch, i)."""
+    long tensor between view 0 and view key_view, or None when snippets == 0) on `device`, step i
+    augmented with step_rng(seed, epoch, i)."""
 
     def make(step):
         x, lengths, _ = store.batch(batches[step])
         params = augment.sample(recipe, lengths, step_rng(seed, epoch, step))
         views = augment.apply(x, lengths, params, backend=backend, check_finite=False)
-        align = snippet_alignment(params, snippets) if snippets else None
+        align = snippet_alignment(params, snippets, key=key_view) if snippets else None
         views = [host_tensor(v, device) for v in views]
         return views, None if align is None else host_tensor(align, device)
 
