@@ -1,7 +1,7 @@
 """Snippet augmentation: parameter sampling separate from application, three backends that agree.
 
-    params = skelcl.augment.sample(recipe, lengths, rng)      # recipe: Recipe | "skeletonclr" | "aimclr"
-                                                              #   | "finetune" | a YAML path
+    params = skelcl.augment.sample(recipe, lengths, rng)      # recipe: Recipe | "skeletonclr" | "rvtclr"
+                                                              #   | "aimclr" | "finetune" | a YAML path
     views = skelcl.augment.apply(batch, lengths, params, backend="numba")   # or "dali", "numpy"
     recipe = skelcl.augment.load_recipe(name_or_path)
 
@@ -11,13 +11,15 @@ recipe's order. T_out is the view's `frames` (150 in the pretraining recipes), o
 views (recipe window null, as in "finetune"), whose frames past the sequence's length are zero.
 
 Views of the built-in recipes (skelcl/configs/augment.yaml):
-  index 0 = query view, index 1 = key view, index 2 = extreme view ("aimclr" only).
-  "skeletonclr" / "aimclr": each sample gets one 300-frame window (random start; sequences shorter than
-  300 frames are extended by mirroring). The query and key are its two tempo views of 150 frames: speed 1
-  (150 consecutive frames at a random offset o in [0, 150]) and speed 2 (every 2nd frame, o in {0, 1});
-  which of the two is the query is random per sample (params.views[0].speed tells). Each also gets its own
-  reflect-padded temporal crop (shift in [-50, 50]) and shear (r = 0.5). The AimCLR extreme view adds
-  flip, rotation, Gaussian noise, temporal Gaussian blur and an axis mask, at a random tempo.
+  "skeletonclr": index 0 = query, 1 = key at the SAME tempo; "rvtclr": 0 = query, 1 = key at the same
+  tempo, 2 = key at the other tempo; "aimclr": 0 = query, 1 = key at the other tempo, 2 = extreme view.
+  Each sample gets one 300-frame window (random start; sequences shorter than 300 frames are extended by
+  mirroring); every view is a tempo view of 150 frames: speed 1 (150 consecutive frames at a random
+  offset o in [0, 150]) or speed 2 (every 2nd frame, o in {0, 1}). Tempo op settings: `pair: true` views
+  share one random permutation of the speeds per sample (so they differ), `same_as: VIEW` copies VIEW's
+  speed (own offset); params.views[v].speed tells. Each view also gets its own reflect-padded temporal
+  crop (shift in [-50, 50]) and shear (r = 0.5). The AimCLR extreme view adds flip, rotation, Gaussian
+  noise, temporal Gaussian blur and an axis mask, at a random tempo.
   "finetune": one view, the whole sequence at the batch's length T (labels stay aligned), flip + shear.
 
 Ops, applied in this order: time map (crop, crop_resize, tempo) -> flip -> shear -> rotate -> noise ->

@@ -301,7 +301,7 @@ def recipe_from_dict(name: str, raw) -> Recipe:
             if ref is None:
                 _fail(f"{vwhere}.ops.tempo.same_as", f"no earlier view named {tempo.same_as!r}")
             if ref.op("tempo") is None or ref.op("tempo").speeds != tempo.speeds:
-                _fail(f"{vwhere}.ops.tempo.same_as", f"view {tempo.same_as!r} needs a tempo with the same speeds")
+                _fail(f"{vwhere}.ops.tempo.same_as", f"{tempo.same_as!r} needs a tempo with the same speeds")
         views.append(View(name=str(rv.get("name", f"view{i}")), frames=frames, ops=ops))
     paired = [v for v in views if v.op("tempo") is not None and v.op("tempo").pair]
     if paired:
