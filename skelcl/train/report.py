@@ -21,11 +21,14 @@ def _plt():
 
 def loss_weights(pretrain_config: dict | None) -> dict:
     """{loss key: weight in the total} of a pretraining config (its `pretrain` section): the total is
-    loss = loss_global + snippet_weight * loss_snippet (snippet on) + d3m_weight * loss_d3m (aimclr)."""
+    loss = loss_global [+ loss_cross_tempo + loss_motion (rvtclr)] [+ d3m_weight * loss_d3m (aimclr)]
+    [+ snippet_weight * loss_snippet (snippet on)] (skelcl.models.moco)."""
     if not pretrain_config:
         return {}
     p = pretrain_config.get("pretrain", pretrain_config)
     w = {"loss_global": 1.0}
+    if p.get("method") == "rvtclr":
+        w.update(loss_cross_tempo=1.0, loss_motion=1.0)
     if p.get("snippet"):
         w["loss_snippet"] = float(p.get("snippet_weight", 1.0))
     if p.get("method") == "aimclr":
