@@ -11,20 +11,23 @@ order and augmentation are functions of (seed, epoch, step), so a resumed run eq
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
-from tqdm import tqdm
 
 from skelcl import augment
 from skelcl.data import open_cache
 from skelcl.errors import SkelclError
 from skelcl.models import MoCo
+from skelcl.models.moco import resolve_queue_sizes
 from skelcl.train import checkpoint
+from skelcl.train.config import validate
 from skelcl.train.data import SequenceStore, epoch_batches, pretrain_feed
-from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, unwrap, wrap
+from skelcl.train.distributed import barrier, mean_scalar, setup, unwrap, world_info, wrap
 from skelcl.train.run import (
     RunDir,
     autocast,
+    check_out,
     compile_modules,
     make_optimizer,
     make_scheduler,
@@ -32,6 +35,8 @@ from skelcl.train.run import (
     rng_state,
     set_threads,
 )
+
+LOGGED = ("loss", "snippet", "queue_own", "squeue_own")  # stats written to run.log each epoch
 
 
 def backbone_config(model_cfg: dict) -> dict:
@@ -42,9 +47,14 @@ def backbone_config(model_cfg: dict) -> dict:
     }
 
 
-def build_moco(cfg: dict) -> MoCo:
+def build_moco(cfg: dict, keys_per_epoch: int | None = None) -> MoCo:
+    """The MoCo model of cfg; queue sizes "auto" are sized to keys_per_epoch (see resolve_queue_sizes)."""
     p = dict(cfg["pretrain"])
     p.pop("recipe")
+    p["queue_size"], p["snippet_queue_size"], _ = resolve_queue_sizes(
+        p.get("queue_size", "auto"), p.get("snippet_queue_size", "auto"), keys_per_epoch,
+        int(p.get("num_snippets", 19)),
+    )  # fmt: skip
     return MoCo(backbone_config(cfg["model"]), **p)
 
 
@@ -63,42 +73,62 @@ def open_split(data_cfg: dict, part_key: str = "part"):
 
 
 def run_pretrain(
-    cfg: dict, out, *, resume: bool = False, stop_after_epochs=None, quiet: bool = False
+    cfg: dict,
+    out,
+    *,
+    resume: bool = False,
+    stop_after_epochs=None,
+    quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict:
+    """Checks the config, the data, the recipe and the model before the run folder is created."""
+    validate(cfg, "pretrain config")
     t = cfg["train"]
     set_threads(t["num_threads"])
     device = setup(t["device"])
     seed = int(t["seed"])
     torch.manual_seed(seed)
-    run = RunDir(out, cfg, resume=resume, quiet=quiet)
+    check_out(out, resume, overwrite)
     store = SequenceStore.from_config(open_split(cfg["data"]), cfg["data"])
     recipe = augment.load_recipe(cfg["pretrain"]["recipe"])
-    model = build_moco(cfg).to(device)
+    bs = int(t["batch_size"])
+    # Keys one epoch adds to the queues (all ranks): the queues are sized against it.
+    keys_per_epoch = len(epoch_batches(len(store), bs, seed, 0, len(store) >= bs)) * bs * world_info()[1]
+    model = build_moco(cfg, keys_per_epoch).to(device)
     compile_modules(t.get("compile", False), model.encoder_q, model.encoder_k)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
     scheduler = make_scheduler(optimizer, t)
+    run = RunDir(out, cfg, resume=resume, quiet=quiet, overwrite=overwrite, command="pretrain", device=device)
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "pretrain", model, optimizer, scheduler, device)
     ddp = wrap(model, device)
     epochs = int(t["epochs"])
-    bs = int(t["batch_size"])
     run.log(f"pretrain {cfg['pretrain']['method']}{' + snippet' if model.snippet else ''}: {len(store)} "
-            f"sequences, {epochs} epochs, batch {bs}, device {device}")  # fmt: skip
+            f"sequences, {epochs} epochs, batch {bs}, device {device}, queues {model.queue.size} / "
+            f"{model.squeue.size} rows")  # fmt: skip
+    pc = cfg["pretrain"]
+    for note in resolve_queue_sizes(pc["queue_size"], pc["snippet_queue_size"], keys_per_epoch,
+                                    model.num_snippets)[2]:  # fmt: skip
+        run.log(f"warning: {note}")
+        warnings.warn(note, stacklevel=2)
     S = model.num_snippets
     waits = []  # per epoch: share of the time the step loop waited for data
+    run.start_epochs(start, epochs)
     for epoch in range(start, epochs):
         model.train()
-        t0 = time.time()
+        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: during this epoch
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
         sums: dict[str, float] = {}
         # the next batch is read and augmented in a background thread while this one computes
         feed = pretrain_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
-                             S if model.snippet else 0, device, t.get("prefetch", True))  # fmt: skip
-        bar = tqdm(feed, desc=f"pretrain {epoch + 1}/{epochs}", leave=False, disable=quiet or not is_main())
+                             S if model.snippet else 0, device, t.get("prefetch", True),
+                             key_view=model.snippet_key_view)  # fmt: skip
+        bar = run.bar(feed, desc=f"pretrain {epoch + 1}/{epochs}")
         for step, (views, align) in enumerate(bar):
+            video = torch.as_tensor(batches[step], dtype=torch.long, device=device)  # ids: split positions
             with autocast(device, t["amp"]):
-                loss, stats = ddp(views, epoch=epoch, align=align)
+                loss, stats = ddp(views, epoch=epoch, align=align, video=video)
             if not torch.isfinite(loss):
                 raise SkelclError(f"pretrain: loss became {float(loss)} at epoch {epoch + 1} step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -111,21 +141,20 @@ def run_pretrain(
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
-        run.log(f"epoch {epoch + 1}/{epochs}: waited for data {100 * wait_share:.1f} % of the time")
         scheduler.step()
         record = {k: mean_scalar(v / max(1, len(batches))) for k, v in sums.items()}
-        record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=time.time() - t0)
+        record.update(epoch=epoch + 1, lr=lr, seconds=time.time() - t0)
         history.append(record)
         run.scalars("pretrain", record, epoch + 1)
-        run.log(f"epoch {epoch + 1}/{epochs}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("loss", "snippet"))))  # fmt: skip
+        run.log_epoch(epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(LOGGED))
+                      + f", lr {record['lr']:.4g}, waited for data {100 * wait_share:.1f} %",
+                      record["seconds"])  # fmt: skip
         last = epoch + 1 == epochs
-        if is_main() and ((epoch + 1) % int(t["ckpt_every"]) == 0 or last):
-            checkpoint.save(run.checkpoint, {
-                "kind": "pretrain", "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "history": history, "rng": rng_state(),
-            })  # fmt: skip
+        run.save_checkpoint({
+            "kind": "pretrain", "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "history": history, "rng": rng_state(),
+        }, epoch + 1, last)  # fmt: skip
         barrier()
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and not last:
             run.log(f"stopped after epoch {epoch + 1} (stop_after_epochs)")
