@@ -48,6 +48,10 @@ def test_ring_queue_keeps_ids_through_wraparound():
     assert q.groups().tolist() == [6, -1, 9, 5]
     q.to_dtype(torch.bfloat16)
     assert q.data.dtype == torch.bfloat16 and q.data[2].tolist() == [1.0, 1.0]
+    old = {k: v for k, v in q.state_dict().items() if k not in ("group", "time")}  # saved before ids
+    fresh = RingQueue(4, 2)
+    fresh.load_state_dict(old)
+    assert fresh.group.tolist() == [-1] * 4 and int(fresh.filled) == 4
 
 
 def _train_two_epochs(exclude):

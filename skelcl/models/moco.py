@@ -109,6 +109,14 @@ class RingQueue(nn.Module):
         self.ptr.fill_((int(self.ptr) + n) % self.size)
         self.filled.fill_(min(self.size, int(self.filled) + n))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before rows carried ids: their rows belong to no video (never left out).
+        for name in ("group", "time"):
+            if prefix + "data" in state_dict and prefix + name not in state_dict:
+                n = state_dict[prefix + "data"].shape[0]
+                state_dict[prefix + name] = torch.full((n,), -1, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
     def to_dtype(self, dtype: torch.dtype) -> None:
         """Store the rows in `dtype` from now on (existing rows converted)."""
