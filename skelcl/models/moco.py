@@ -33,11 +33,12 @@ momentum encoder's normalize(A_k(f_k)) of v1, k' = that of v2 (rvtclr):
 Queue rows carry the id of the video they came from (`video` in forward: the sequence's index in the
 training set; snippet rows also their snippet index). With global_exclude_same_video (default) the
 global queue's rows of a query's own video are left out of its loss (and never mined as neighbours), as
-the snippet queue's are with exclude_same_video: a queue longer than one epoch holds older keys of the
-query's own video, which would otherwise be negatives. stats report queue_own_share /
-squeue_own_share (share of the (query, queue row) pairs the loss keeps whose row is of the query's own
-video; 0 with exclusion on) and queue_own_queries / squeue_own_queries (share of queries that meet at
-least one such row).
+the snippet queue's are with exclude_same_video: a queue holds older keys of the query's own video
+whenever the video came back within the queue's span (always for a queue longer than one epoch, and
+sometimes for a shorter one, as the order is shuffled each epoch); they would otherwise be negatives.
+stats report queue_own_share / squeue_own_share (share of the (query, queue row) pairs the loss keeps
+whose row is of the query's own video; 0 with exclusion on) and queue_own_queries / squeue_own_queries
+(share of queries that meet at least one such row).
 
 Queues take the step's keys in flush_queues() (after backward); rvtclr's global queue takes the
 same-tempo keys. Queue storage dtype (queue_dtype "auto"): the autocast dtype when the model runs under
@@ -190,7 +191,7 @@ def match_snippets(sq: torch.Tensor, sk: torch.Tensor, rule: str = "feature") ->
 
 
 @torch.no_grad()
-def queue_neighbours(x, queue, x_group=None, queue_group=None, k=5, chunk=1024):
+def queue_neighbours(x, queue, x_group=None, queue_group=None, k=5, chunk=256):
     """(M, k') long, k' = min(k, Q): the queue rows with the largest <x_i, row> for each row x_i of x (M, d),
     best first; rows with queue_group == x_group[i] are never chosen (given both), -1 where fewer rows
     remain. Computed in float32, `chunk` queries at a time (memory chunk * Q)."""
