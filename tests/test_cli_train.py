@@ -343,3 +343,38 @@ def test_builtin_recipe_not_shadowed_by_working_directory(tmp_path, monkeypatch)
         augment.load_recipe("r")
     with pytest.raises(SkelclError, match="cannot read"):
         augment.load_recipe("missing.yaml")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 10. Install size: a CPU run needs neither triton nor tensorboard (both are extras).
+
+_BLOCKED_RUN = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("triton", "tensorboard"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+import torch
+import skelcl.cli, skelcl.train.finetune, skelcl.train.pretrain
+from skelcl.train import config
+from skelcl.train.pretrain import build_moco
+cfg = config.resolve("pretrain_cpu", ["model.width=0.125", "pretrain.queue_size=8",
+                                      "pretrain.snippet_queue_size=40"])
+torch.manual_seed(0)
+model = build_moco(cfg, 16)
+x = torch.randn(4, 150, 1, 25, 3)
+align = torch.arange(model.num_snippets).repeat(4, 1)  # query snippet i <-> key snippet i
+loss, stats = model([x, x.flip(1)], epoch=0, align=align)
+loss.backward()
+assert torch.isfinite(loss)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("triton", "tensorboard")))
+"""
+
+
+def test_cpu_training_step_needs_neither_triton_nor_tensorboard():
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", _BLOCKED_RUN], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
