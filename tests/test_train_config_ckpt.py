@@ -17,28 +17,12 @@ def test_builtin_configs_load():
         "finetune",
         "demo",
         "experiment",
-        "experiment_snippet",
+        "study_snippet",
     )
     for name in names:
         cfg = config.load_config(name)
         assert isinstance(cfg, dict) and cfg
     assert config.load_config("pretrain_aimclr")["pretrain"]["method"] == "aimclr"
-
-
-def test_experiment_variants_name_real_pretrain_keys():
-    """Every snippet variant of the shipped experiment configs merges into the pretraining config."""
-    from skelcl.train.experiment import variant
-
-    pre = config.load_config("pretrain_skeletonclr")
-    for name in ("experiment", "experiment_snippet"):
-        exp = config.load_config(name)
-        tags = set()
-        for entry in exp["snippet"]:
-            _, cell, tag = variant(entry)
-            merged = config.merge(pre, {"pretrain": cell}, where=name)
-            assert merged["pretrain"]["snippet"] == (entry is not False)
-            tags.add(tag)
-        assert len(tags) == len(exp["snippet"])  # distinct run directories
 
 
 def test_overrides_parse_yaml_values():

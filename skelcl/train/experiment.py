@@ -1,18 +1,40 @@
-"""`skelcl experiment`: the paper's table shape on the synthetic benchmark.
+"""`skelcl experiment`: pretraining methods compared under localization protocols, paired over seeds.
 
-Cells: {SkeletonCLR, AimCLR-style} x {without, with snippet loss} pretraining (`snippet` entries: false,
-true, a matching rule "aligned" / "cosine", or a mapping {label: NAME, <pretrain.* keys>} for any other
-snippet-loss variant, e.g. {label: "aligned, all negatives", match: aligned, exclude_same_video: false}),
-each evaluated under the
-protocols of the config (linear, finetune, 20 % labels), plus random init (every protocol but linear), for
-each seed; the table shows mean +- sample standard deviation over seeds of the chosen metric (in %).
-Every run has its own directory under OUT/runs/; a run whose metrics.json already holds final figures is
-not run again, so an interrupted experiment continues where it stopped.
+Config (skelcl/configs/experiment.yaml, study_snippet.yaml):
+
+    data        sequences, bodies, seed: the synthetic data set the results come from; tuning_seeds: data
+                seeds on which settings were chosen (data.seed must not be one of them)
+    seeds       replicate seeds. Replicate s pretrains with seed s and fine-tunes with seed s (label subset,
+                batch order, head init), so the pretraining seed and the label-subset seed both vary
+                across replicates, and two rows at the same replicate form a pair.
+    rows        {label, method, seeds: n (the first n replicate seeds; default all), pretrain: {pretrain.*
+                overrides}}: one pretraining per replicate from skelcl/configs/pretrain_<method>.yaml +
+                the experiment's `pretrain` section + the row's keys
+    references  true: the rows "random init (trainable)" and "random init (frozen)" under every protocol
+                (every replicate). For a protocol with head h and label fraction f, the trainable reference
+                fine-tunes a random encoder with head h on f; the frozen one keeps a random encoder frozen
+                (BatchNorm statistics calibrated on the training sequences) and trains head h on f
+                (linear for h = simple, frozen_fusion for h = ufusion).
+    protocols   name -> finetune.* overrides ({protocol, label_fraction[, head]})
+    comparisons [row, reference row] pairs: row minus reference, paired by replicate; every pretrained
+                row is also compared with both random-init references
+    model, pretrain {pretrain, train}, finetune {finetune, train}, metric
+
+For each comparison and protocol the table gives the per-replicate differences d_i (in points), their
+mean, its 95 % t-interval mean +- t_{0.975, n-1} sd / sqrt(n), and the verdict "helps" / "hurts" only
+when the interval excludes 0 ("cannot tell" otherwise, and always with fewer than 2 pairs).
+
+Every run has its own directory under OUT/runs/ (generated data in OUT/runs/data); a run whose
+metrics.json holds final figures is not run again, so a stopped experiment continues where it stopped.
+A progress line with an ETA (mean duration of the finished runs of each kind x the runs left) follows
+every run.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +42,178 @@ import numpy as np
 from skelcl.errors import SkelclError
 from skelcl.train import config as config_mod
 
-NAMES = {"skeletonclr": "SkeletonCLR", "aimclr": "AimCLR-style"}
+TRAINABLE, FROZEN_REF = "random init (trainable)", "random init (frozen)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics.
+
+
+def _t_two_sided(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer df >= 1 (closed form, Abramowitz & Stegun 26.7.3-4):
+    theta = atan(t / sqrt(df)); odd df: (2/pi) (theta + sin(theta) sum_k a_k cos^k(theta)), k = 1, 3, ..,
+    df - 2, a_1 = 1, a_k = a_{k-2} (k-1)/k; even df: sin(theta) sum_k b_k cos^k(theta), k = 0, 2, ..,
+    df - 2, b_0 = 1, b_k = b_{k-2} (k-1)/k."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    if df % 2:
+        term = total = c
+        for k in range(3, df - 1, 2):
+            term *= c * c * (k - 1) / k
+            total += term
+        return 2 / math.pi * (theta + (s * total if df > 1 else 0.0))
+    term = total = 1.0
+    for k in range(2, df - 1, 2):
+        term *= c * c * (k - 1) / k
+        total += term
+    return s * total
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile (0.5 < p < 1) of Student's t with integer df >= 1, by bisection on the closed-form
+    CDF (t_{0.975, 4} = 2.776)."""
+    if not 0.5 < p < 1 or int(df) != df or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and an integer df >= 1, got p={p}, df={df}")
+    target, lo, hi = 2 * p - 1, 0.0, 1.0
+    while _t_two_sided(hi, int(df)) < target:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _t_two_sided(mid, int(df)) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def t_interval(d, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of the level t-interval for the mean of d (n >= 2; NaN bounds for n < 2)."""
+    d = np.asarray(d, dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan, math.nan
+    m = float(d.mean())
+    if d.size < 2:
+        return m, math.nan, math.nan
+    half = t_quantile(0.5 + level / 2, d.size - 1) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    return m, m - half, m + half
+
+
+def verdict(low: float, high: float) -> str:
+    """ "helps" when the interval lies above 0, "hurts" when below, else "cannot tell"."""
+    if low > 0:
+        return "helps"
+    if high < 0:
+        return "hurts"
+    return "cannot tell"
+
+
+def compare(results: list, metric: str, row: str, ref: str, protocol: str) -> dict | None:
+    """The paired comparison row - ref under protocol (points): seeds both have, per-seed differences,
+    mean, 95 % t-interval, verdict; None when no seed has both."""
+    value = {(r["row"], r["protocol"], r["seed"]): 100 * r[metric] for r in results}
+    seeds = sorted(s for (a, p, s) in value if a == row and p == protocol and (ref, protocol, s) in value)
+    if not seeds:
+        return None
+    d = [value[(row, protocol, s)] - value[(ref, protocol, s)] for s in seeds]
+    m, lo, hi = t_interval(d)
+    return {"row": row, "reference": ref, "protocol": protocol, "seeds": seeds, "differences": d,
+            "mean": m, "low": lo, "high": hi, "verdict": verdict(lo, hi)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configs of the runs.
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+
+
+def check_rows(exp: dict) -> list:
+    """The rows of an experiment config, checked: (label, method, seeds, pretrain overrides)."""
+    rows, seen = [], set()
+    for i, r in enumerate(exp.get("rows") or []):
+        where = f"experiment rows[{i}]"
+        if not isinstance(r, dict) or not r.get("label") or not r.get("method"):
+            raise SkelclError(f"{where}: a row is a mapping with a label and a method, got {r!r}")
+        unknown = set(r) - {"label", "method", "seeds", "pretrain"}
+        if unknown:
+            raise SkelclError(f"{where}: unknown keys {sorted(unknown)} (label, method, seeds, pretrain)")
+        label = str(r["label"])
+        if label in seen or label in (TRAINABLE, FROZEN_REF) or _slug(label) in {_slug(x) for x in seen}:
+            raise SkelclError(f"{where}: label {label!r} is used twice (or is a reference row's name)")
+        seen.add(label)
+        n = r.get("seeds", len(exp["seeds"]))
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(exp["seeds"]):
+            raise SkelclError(f"{where}: seeds must be a count in 1..{len(exp['seeds'])}, got {n!r}")
+        pre = r.get("pretrain") or {}
+        if not isinstance(pre, dict):
+            raise SkelclError(f"{where}: pretrain must be a mapping of pretrain.* keys, got {pre!r}")
+        rows.append((label, str(r["method"]), list(exp["seeds"][:n]), pre))
+    if not rows and not exp.get("references"):
+        raise SkelclError("experiment: no rows and no references: nothing to run")
+    return rows
+
+
+def check_comparisons(exp: dict) -> list:
+    """The comparisons of an experiment config as (row, reference) pairs of known row names."""
+    names = {label for label, *_ in check_rows(exp)}
+    if exp.get("references"):
+        names |= {TRAINABLE, FROZEN_REF}
+    pairs = []
+    for i, p in enumerate(exp.get("comparisons") or []):
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise SkelclError(f"experiment comparisons[{i}]: expected [row, reference], got {p!r}")
+        for name in p:
+            if name not in names:
+                raise SkelclError(f"experiment comparisons[{i}]: no row named {name!r} "
+                                  f"(rows: {', '.join(sorted(names))})")  # fmt: skip
+        pairs.append((str(p[0]), str(p[1])))
+    return pairs
+
+
+def pretrain_config(exp: dict, method: str, row_pretrain: dict, data_path, seed: int) -> dict:
+    """pretrain_<method>.yaml + the experiment's pretrain section + the row's pretrain.* keys."""
+    cfg = config_mod.load_config(f"pretrain_{method}")
+    cfg = config_mod.merge(cfg, exp["pretrain"], "experiment pretrain")
+    cfg = config_mod.merge(cfg, {"pretrain": {**row_pretrain, "method": method}}, f"row ({method}) pretrain")
+    cfg["model"] = dict(exp["model"])
+    cfg["data"]["path"] = str(data_path)
+    cfg["data"]["bodies"] = int(exp["data"]["bodies"])
+    cfg["train"]["seed"] = int(seed)
+    return config_mod.validate(cfg, "experiment pretraining config")
+
+
+def finetune_config(exp: dict, proto: dict, pretrained, data_path, seed: int) -> dict:
+    cfg = config_mod.merge(config_mod.load_config("finetune"), exp["finetune"], "experiment finetune")
+    cfg = config_mod.merge(cfg, {"finetune": dict(proto)}, "experiment protocol")
+    cfg["finetune"]["pretrained"] = str(pretrained) if pretrained else None
+    cfg["model"] = dict(exp["model"])
+    cfg["data"]["path"] = str(data_path)
+    cfg["data"]["bodies"] = int(exp["data"]["bodies"])
+    cfg["train"]["seed"] = int(seed)
+    return config_mod.validate(cfg, "experiment fine-tuning config")
+
+
+def reference_protocols(proto: dict) -> dict:
+    """{TRAINABLE: finetune overrides, FROZEN_REF: ...}: a random encoder trained or frozen under the
+    head and label fraction of `proto` (see the module docstring)."""
+    from skelcl.train.finetune import protocol_head
+
+    head = protocol_head({"head": None, **proto})
+    frac = proto.get("label_fraction", 1.0)
+    return {
+        TRAINABLE: {"protocol": "finetune", "label_fraction": frac, "head": head},
+        FROZEN_REF: {"protocol": "linear" if head == "simple" else "frozen_fusion", "label_fraction": frac},
+    }
+
+
+def _proto_tag(proto: dict) -> str:
+    """A run-name part that identifies a fine-tuning cell (protocol, head, label fraction)."""
+    from skelcl.train.finetune import protocol_head
+
+    head = protocol_head({"head": None, **proto})
+    return f"{proto['protocol']}-{head}-l{float(proto.get('label_fraction', 1.0)):g}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running.
 
 
 def _done(run: Path):
@@ -40,177 +233,266 @@ def _fresh(run: Path) -> None:
         shutil.rmtree(run)
 
 
-def variant(snippet) -> tuple[str, dict, str]:
-    """A `snippet` entry -> (label or "", pretrain overrides, run-name tag)."""
-    if snippet is False:
-        return "", {"snippet": False}, "nosnip"
-    if snippet is True:
-        return "", {"snippet": True}, "snip"
-    if isinstance(snippet, str):
-        return snippet, {"snippet": True, "match": snippet}, f"snip{snippet}"
-    if isinstance(snippet, dict) and snippet.get("label"):
-        cell = {k: v for k, v in snippet.items() if k != "label"}
-        label = str(snippet["label"])
-        tag = "snip" + "".join(c if c.isalnum() else "-" for c in label.lower())
-        return label, {"snippet": True, **cell}, tag
-    raise SkelclError(f"experiment: snippet entries are false, true, a match name or a mapping with a "
-                      f"label, got {snippet!r}")  # fmt: skip
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def row_name(method: str | None, snippet) -> str:
-    """snippet: an entry of the config's `snippet` list (see variant)."""
-    if method is None:
-        return "random init"
-    label, cell, _ = variant(snippet)
-    if not cell["snippet"]:
-        return NAMES[method]
-    return NAMES[method] + " + snippet" + (f" ({label})" if label else "")
+class Progress:
+    """Counts finished runs and prints "[k/N] run: s; elapsed; ETA" after each; the ETA sums, over the
+    runs left, the mean duration of the runs of the same kind done in this call (of any kind while none
+    of that kind is done)."""
+
+    def __init__(self, jobs: list, out: Path, quiet: bool):
+        self.kinds = {name: kind for name, kind in jobs}
+        self.left = dict(self.kinds)
+        self.total = len(jobs)
+        self.seconds: dict[str, list] = {}
+        self.t0 = time.time()
+        self.log = out / "progress.log"
+        self.quiet = quiet
+
+    def skip(self, name: str) -> None:
+        self.left.pop(name, None)
+
+    def done(self, name: str, seconds: float) -> None:
+        kind = self.left.pop(name, self.kinds.get(name, "?"))
+        self.seconds.setdefault(kind, []).append(seconds)
+        allv = [x for v in self.seconds.values() for x in v]
+        eta = sum(np.mean(self.seconds.get(k) or allv) for k in self.left.values())
+        k = self.total - len(self.left)
+        line = (f"[{k}/{self.total}] {name}: {seconds:.0f} s; elapsed {_clock(time.time() - self.t0)}, "
+                f"ETA {_clock(eta)} ({len(self.left)} runs left)")  # fmt: skip
+        print(line, flush=True)
+        with open(self.log, "a") as f:
+            f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}\n")
 
 
-def _cell(v: np.ndarray, difference: bool = False) -> str:
-    """mean ± sample sd of v with (n=...) or, for differences, signed and (k/n ahead); "-" when empty."""
-    f = "+.1f" if difference else ".1f"
-    if v.size == 0:
-        return "-"
-    if v.size == 1:
-        return f"{v[0]:{f}} (n=1)"
-    tail = f"({int((v > 0).sum())}/{v.size} ahead)" if difference else f"(n={v.size})"
-    return f"{v.mean():{f}} ± {v.std(ddof=1):.1f} {tail}"
-
-
-def summarize(results: list, metric: str, protocols) -> str:
-    rows = {}
-    for r in results:
-        rows.setdefault(r["row"], {}).setdefault(r["protocol"], []).append(r[metric])
-    lines = [f"| pretraining ({metric}, %) | " + " | ".join(protocols) + " |",
-             "|---|" + "---:|" * len(protocols)]  # fmt: skip
-    for name, cells in rows.items():
-        out = [_cell(np.array(cells.get(p, []), dtype=float) * 100) for p in protocols]
-        lines.append(f"| {name} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
+def plan(exp: dict) -> list:
+    """Every run of the experiment in execution order: dicts {name, kind, ...}, one replicate after the
+    other (pretraining, then its fine-tunings; then the random-init references)."""
+    rows, protocols = check_rows(exp), exp["protocols"]
+    jobs, seen = [], set()
+    for seed in exp["seeds"]:
+        for label, method, seeds, pre in rows:
+            if seed not in seeds:
+                continue
+            pre_name = f"pre_{_slug(label)}_s{seed}"
+            jobs.append({"name": pre_name, "kind": f"pretrain {method}", "method": method, "pretrain": pre,
+                         "seed": seed, "row": label})  # fmt: skip
+            for pname, proto in protocols.items():
+                jobs.append({"name": f"ft_{_slug(label)}_{_proto_tag(proto)}_s{seed}",
+                             "kind": f"finetune {_proto_tag(proto)}", "proto": proto, "pretrained": pre_name,
+                             "seed": seed, "row": label, "protocol": pname})  # fmt: skip
+        if exp.get("references"):
+            for pname, proto in protocols.items():
+                for ref, rproto in reference_protocols(proto).items():
+                    name = f"ft_random_{_proto_tag(rproto)}_s{seed}"
+                    job = {"name": name, "kind": f"finetune random {_proto_tag(rproto)}", "proto": rproto,
+                           "pretrained": None, "seed": seed, "row": ref, "protocol": pname}  # fmt: skip
+                    if name in seen:  # the same run serves several protocols: record it, run it once
+                        job["kind"] = None
+                    seen.add(name)
+                    jobs.append(job)
+    return jobs
 
 
 def run_experiment(
     out, data=None, config_name="experiment", overrides=(), quiet=False, table_only=False
 ) -> str:
-    """Run (or, with table_only, only collect) every cell; returns the markdown table."""
+    """Run (or, with table_only, only collect) every run of the plan; returns the markdown table."""
     from skelcl.data import open_cache
     from skelcl.data.synthetic import generate_cache
-    from skelcl.train.demo import demo_configs
     from skelcl.train.finetune import run_finetune
     from skelcl.train.pretrain import run_pretrain
 
     exp = config_mod.resolve(config_name, overrides)
+    d = exp["data"]
+    if d["seed"] in (d.get("tuning_seeds") or []) and data is None:
+        raise SkelclError(f"experiment: data.seed {d['seed']} is one of data.tuning_seeds (settings were "
+                          "chosen on it); results must come from another data seed")  # fmt: skip
+    jobs = plan(exp)
+    check_comparisons(exp)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
     if not table_only:
         (out / "config.yaml").write_text(config_mod.dump(exp))
     if data is None:
-        data = out / "data"
-        if not (data / "meta.json").exists() and not data.exists():
-            generate_cache(data, int(exp["data"]["sequences"]), int(exp["data"]["seed"]), progress=not quiet)
-    open_cache(data)
-    base = {
-        "data": exp["data"],
-        "model": exp["model"],
-        "pretrain": exp["pretrain"],
-        "finetune": exp["finetune"],
-    }
-    pre0, ft0, _ = demo_configs(base, data)
-    protocols = exp["protocols"]
+        data = runs / "data"
+        if not (data / "meta.json").exists() and not table_only:
+            _fresh(data)
+            generate_cache(data, int(d["sequences"]), int(d["seed"]), progress=not quiet)
+    if not table_only:
+        open_cache(data)  # fail early on a bad --data
+    progress = Progress([(j["name"], j["kind"]) for j in jobs if j["kind"]], out, quiet)
     results, pre_stats = [], []
-    runs = out / "runs"
-
-    def finetune(name, pretrained, proto, seed):
-        run = runs / name
+    for i, job in enumerate(jobs):
+        run = runs / job["name"]
         m = _done(run)
-        if m is None and table_only:
-            return None
-        if m is None:
+        if m is None and job["kind"] and not table_only:
             _fresh(run)
-            cfg = config_mod.merge(ft0, {"finetune": dict(protocols[proto]), "train": {"seed": seed}})
-            cfg["finetune"]["pretrained"] = str(pretrained) if pretrained else None
-            m = run_finetune(cfg, run, quiet=quiet)
-        return m["final"]
-
-    for seed in exp["seeds"]:
-        for method in exp["methods"]:
-            for snippet in exp["snippet"]:
-                _, cell, kind = variant(snippet)
-                tag = f"{method}_{kind}_s{seed}"
-                pre_run = runs / f"pre_{tag}"
-                m = _done(pre_run)
-                if m is None and table_only:
-                    continue
-                if m is None:
-                    _fresh(pre_run)
-                    cell = {**cell, "method": method, "recipe": method}
-                    cfg = config_mod.merge(pre0, {"pretrain": cell, "train": {"seed": seed}})
-                    m = run_pretrain(cfg, pre_run, quiet=quiet)
-                pre_stats.append({"row": row_name(method, snippet), "seed": seed, **m["final"]})
-                for proto in protocols:
-                    f = finetune(f"ft_{tag}_{proto}", pre_run, proto, seed)
-                    if f is not None:
-                        results.append(_result(f, row_name(method, snippet), proto, seed))
-        for proto in protocols:
-            if protocols[proto].get("protocol") == "linear":
-                continue
-            f = finetune(f"ft_scratch_s{seed}_{proto}", None, proto, seed)
-            if f is not None:
-                results.append(_result(f, "random init", proto, seed))
-        _write(out, exp, results, pre_stats, list(protocols))
-    return _write(out, exp, results, pre_stats, list(protocols))
+            t0 = time.time()
+            if job["kind"].startswith("pretrain"):
+                cfg = pretrain_config(exp, job["method"], job["pretrain"], data, job["seed"])
+                m = run_pretrain(cfg, run, quiet=quiet)
+            else:
+                pre = runs / job["pretrained"] if job["pretrained"] else None
+                if pre is not None and _done(pre) is None:
+                    raise SkelclError(f"experiment: {pre} has no finished pretraining")
+                cfg = finetune_config(exp, job["proto"], pre, data, job["seed"])
+                m = run_finetune(cfg, run, quiet=quiet)
+            progress.done(job["name"], time.time() - t0)
+        elif job["kind"]:
+            progress.skip(job["name"])
+        if m is None:
+            continue
+        if job["kind"] and job["kind"].startswith("pretrain"):
+            pre_stats.append(_pre_record(m, job, run))
+        else:
+            results.append(_result(m, job["row"], job["protocol"], job["seed"]))
+        last_of_seed = i + 1 == len(jobs) or jobs[i + 1]["seed"] != job["seed"]
+        if last_of_seed and results:
+            _write(out, exp, results, pre_stats, data)
+    return _write(out, exp, results, pre_stats, data)
 
 
-def _result(final: dict, row: str, protocol: str, seed: int) -> dict:
-    """One table entry: the run's figures (eval protocol under "eval_protocol") + row, protocol, seed."""
+def _pre_record(m: dict, job: dict, run: Path) -> dict:
+    """Pretraining figures of one run: last-epoch losses and statistics, the first epoch's global loss,
+    and the chance level ln(number of negatives + 1) of the global InfoNCE."""
+    hist = m.get("history") or []
+    rec = {"row": job["row"], "seed": job["seed"], **(m.get("final") or {})}
+    if hist:
+        rec["first_loss_global"] = hist[0].get("loss_global")
+    from skelcl.train import checkpoint
+
+    st = checkpoint.load(run / "last.pt")
+    q = st["model"].get("queue.data")
+    bs = int(st["config"]["train"]["batch_size"])
+    if q is not None:  # 1 positive + (bs - 1) batch keys + the queued keys
+        rec["chance_loss_global"] = math.log(q.shape[0] + bs)
+    return rec
+
+
+def _result(m: dict, row: str, protocol: str, seed: int) -> dict:
+    """One table entry: the run's test figures (eval protocol under "eval_protocol"), its optimizer steps
+    and labeled sequences, + row, protocol, seed."""
+    final = m["final"]
     out = {k: v for k, v in final.items() if k not in ("per_class", "protocol")}
-    out.update(eval_protocol=final.get("protocol"), row=row, protocol=protocol, seed=seed)
+    out.update(eval_protocol=final.get("protocol"), row=row, protocol=protocol, seed=seed,
+               steps=m.get("steps"), labeled_sequences=m.get("labeled_sequences"))  # fmt: skip
     return out
 
 
-def paired_differences(results: list, metric: str, protocols) -> str:
-    """Markdown table: for each snippet row, its metric minus its base method's row (no snippet loss) in
-    points, paired by seed and protocol (both runs share the seed, hence the label subset and the
-    fine-tuning order), as mean ± sd over seeds and the number of seeds where the row is ahead. Pairing
-    removes the seed-to-seed swing both rows share, which dominates the plain table's spread."""
-    value = {(r["row"], r["protocol"], r["seed"]): r[metric] * 100 for r in results}
-    rows = list(dict.fromkeys(r["row"] for r in results))
-    lines = [f"| difference to the base method ({metric}, points, paired by seed) | " + " | ".join(protocols)
-             + " |", "|---|" + "---:|" * len(protocols)]  # fmt: skip
-    for row in rows:
-        base = next((NAMES[m] for m in NAMES if row.startswith(NAMES[m] + " + snippet")), None)
-        if base is None:
-            continue
-        cells = []
+# ---------------------------------------------------------------------------------------------------
+# Tables.
+
+
+def _cell(v) -> str:
+    v = np.asarray(v, dtype=float)
+    if v.size == 0:
+        return "-"
+    if v.size == 1:
+        return f"{v[0]:.1f} (n=1)"
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (n={v.size})"
+
+
+def summarize(results: list, metric: str, protocols) -> str:
+    """Markdown: mean ± sample sd over seeds of metric (in %) per row and protocol."""
+    rows = {}
+    for r in results:
+        rows.setdefault(r["row"], {}).setdefault(r["protocol"], []).append(100 * r[metric])
+    lines = [f"| row ({metric}, %, mean ± sd over seeds) | " + " | ".join(protocols) + " |",
+             "|---|" + "---:|" * len(protocols)]  # fmt: skip
+    for name, cells in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(cells.get(p, [])) for p in protocols) + " |")
+    return "\n".join(lines)
+
+
+def comparisons(results: list, metric: str, protocols, pairs) -> list:
+    """compare() for each (row, reference) pair and protocol that has data."""
+    out = []
+    for row, ref in pairs:
         for p in protocols:
-            seeds = sorted({s for (r, q, s) in value if r == row and q == p and (base, p, s) in value})
-            d = np.array([value[(row, p, s)] - value[(base, p, s)] for s in seeds], dtype=float)
-            cells.append(_cell(d, difference=True))
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+            c = compare(results, metric, row, ref, p)
+            if c is not None:
+                out.append(c)
+    return out
 
 
-def _write(out: Path, exp: dict, results: list, pre_stats: list, protocols: list) -> str:
-    metric = exp["metric"]
-    parts = [summarize(results, metric, protocols), ""]
-    diff = paired_differences(results, metric, protocols)
-    if diff:
-        parts += [diff, ""]
+def _num(x: float) -> str:
+    return "-" if x != x else f"{x:+.1f}"
+
+
+def comparison_table(comps: list, title: str) -> str:
+    cols = ["protocol", "per-seed differences (seed: points)", "mean", "95 % t-interval", "verdict"]
+    lines = [f"| {title} | " + " | ".join(cols) + " |", "|---|---|---|---:|---:|---|"]
+    for c in comps:
+        per = ", ".join(f"{s}: {v:+.1f}" for s, v in zip(c["seeds"], c["differences"]))
+        ci = f"[{_num(c['low'])}, {_num(c['high'])}]" if c["low"] == c["low"] else f"- (n={len(c['seeds'])})"
+        lines.append(f"| {c['row']} − {c['reference']} | {c['protocol']} | {per} | {_num(c['mean'])} | "
+                     f"{ci} | {c['verdict']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _steps_line(results: list, protocols) -> str:
+    parts = []
+    for p in protocols:
+        st = sorted({r.get("steps") for r in results if r["protocol"] == p and r.get("steps") is not None})
+        lab = sorted({r.get("labeled_sequences") for r in results if r["protocol"] == p} - {None})
+        if st:
+            st, lab = "/".join(map(str, st)), "/".join(map(str, lab))
+            parts.append(f"{p}: {st} optimizer steps on {lab} labeled sequences")
+    return "Fine-tuning budget per run: " + "; ".join(parts) + "." if parts else ""
+
+
+def _write(out: Path, exp: dict, results: list, pre_stats: list, data) -> str:
+    metric, protocols = exp["metric"], list(exp["protocols"])
+    labels = {r["row"] for r in results}
+    explicit = comparisons(results, metric, protocols, check_comparisons(exp))
+    refs = [ref for ref in (TRAINABLE, FROZEN_REF) if ref in labels]
+    rows = [r for r in dict.fromkeys(x["row"] for x in results) if r not in (TRAINABLE, FROZEN_REF)]
+    ref_pairs = [(r, ref) for r in rows for ref in refs]
+    vs_random = comparisons(results, metric, protocols, ref_pairs)
+    d = exp["data"]
+    given = Path(data) != out / "runs" / "data"
+    where = f"the cache {data}" if given else f"{d['sequences']} synthetic sequences, data seed {d['seed']}"
+    if d.get("tuning_seeds") and not given:
+        where += f" (settings were chosen on data seeds {d['tuning_seeds']}, not on this one)"
+    head = [
+        f"Data: {where}. "
+        f"Metric: {metric} on the test part, in %. Replicate seed s = pretraining seed s and label-subset / "
+        "fine-tuning seed s; differences are paired by replicate. Verdicts: \"helps\" / \"hurts\" only when "
+        "the 95 % t-interval of the mean paired difference excludes 0, otherwise \"cannot tell\".",
+        "",
+        _steps_line(results, protocols),
+        "",
+    ]  # fmt: skip
+    parts = head + [summarize(results, metric, protocols), ""]
+    if explicit:
+        parts += ["Pre-registered comparisons (row minus reference, points):", "",
+                  comparison_table(explicit, "comparison"), ""]  # fmt: skip
+    if vs_random:
+        parts += ["Against random init under the same protocol (points):", "",
+                  comparison_table(vs_random, "comparison"), ""]  # fmt: skip
     parts += [summarize(results, "mAP@0.5", protocols), ""]
-    keys = ("loss_global", "loss_snippet", "loss_d3m", "snippet_match_acc", "snippet_aligned_share")
-    lines = ["| pretraining | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
-    for s in pre_stats:
-        vals = [f"{s[k]:.3f}" if k in s else "-" for k in keys]
-        lines.append(f"| {s['row']} | {s['seed']} | " + " | ".join(vals) + " |")
-    parts += ["Last pretraining epoch (snippet_match_acc: share of query snippets whose feature-matched "
-              "positive is the temporally aligned key snippet; snippet_aligned_share: share of query "
-              "snippets that have a temporal counterpart in the key view):", "", *lines]  # fmt: skip
+    if pre_stats:
+        keys = [k for k in dict.fromkeys(k for s in pre_stats for k in s)
+                if k.startswith(("loss", "snippet_", "first_loss", "chance_loss", "own_video"))]  # fmt: skip
+        lines = ["| pretraining | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+        for s in pre_stats:
+            vals = [f"{s[k]:.3f}" if isinstance(s.get(k), (int, float)) else "-" for k in keys]
+            lines.append(f"| {s['row']} | {s['seed']} | " + " | ".join(vals) + " |")
+        parts += ["Pretraining, last epoch (first_loss_global: first epoch; chance_loss_global: "
+                  "ln(queue + batch), the global InfoNCE of an encoder that tells nothing apart):", "",
+                  *lines]  # fmt: skip
     table = "\n".join(parts)
     (out / "table.md").write_text(table + "\n")
     if results:
         from skelcl.train.report import plot_experiment
 
-        plot_experiment(out / "table.png", results, metric, protocols)
-    (out / "results.json").write_text(json.dumps({"results": results, "pretrain": pre_stats}, indent=2))
+        plot_experiment(out / "table.png", results, metric, protocols, explicit + vs_random)
+    (out / "results.json").write_text(json.dumps(
+        {"results": results, "comparisons": explicit, "vs_random_init": vs_random, "pretrain": pre_stats},
+        indent=2))  # fmt: skip
     return table

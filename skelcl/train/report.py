@@ -151,39 +151,69 @@ def curves_figure(pretrain_history, finetune_histories: dict, pretrain_config: d
     return fig
 
 
-def plot_experiment(path, results: list, metric: str, protocols) -> Path:
-    """One panel per protocol: each row's metric (in %) per seed as dots, the mean as a bar, seeds of the
-    same number joined by a faint line so paired differences show."""
+def plot_experiment(path, results: list, metric: str, protocols, comparisons=()) -> Path:
+    """table.png. Top: one panel per protocol, its x axis shared by every row in it; per row, each
+    replicate's metric (in %) as a dot coloured by seed (no lines: rows are separate runs) and the mean
+    over seeds as a black bar. Bottom (when comparisons are given, dicts of skelcl.train.experiment.compare):
+    per protocol, each comparison's per-seed paired differences (small dots), their mean (diamond) and its
+    95 % t-interval (whisker), coloured by verdict, with a line at 0."""
     plt = _plt()
+    from matplotlib.lines import Line2D
+
     rows = list(dict.fromkeys(r["row"] for r in results))
-    fig, axes = plt.subplots(1, len(protocols), figsize=(4.2 * len(protocols), 0.5 * len(rows) + 1.6),
-                             sharey=True, squeeze=False)  # fmt: skip
+    comps = list(comparisons)
+    names = list(dict.fromkeys(f"{c['row']} − {c['reference']}" for c in comps))
+    n_proto = len(protocols)
+    heights = [0.32 * len(rows) + 1.2] + ([0.32 * len(names) + 1.2] if names else [])
+    fig, axes = plt.subplots(len(heights), n_proto, figsize=(3.6 * n_proto + 3.2, sum(heights) + 0.8),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)  # fmt: skip
     seeds = sorted({r["seed"] for r in results})
     colors = plt.get_cmap("tab10").colors
-    for ax, proto in zip(axes[0], protocols):
-        for k, seed in enumerate(seeds):
-            ys, xs = [], []
-            for y, row in enumerate(rows):
-                v = [
-                    r[metric]
-                    for r in results
-                    if r["row"] == row and r["protocol"] == proto and r["seed"] == seed
-                ]
-                if v:
-                    ys.append(y)
-                    xs.append(v[0] * 100)
-            ax.plot(xs, ys, color=colors[k % 10], alpha=0.35, lw=0.8)
-            ax.scatter(xs, ys, color=colors[k % 10], s=18, label=f"seed {seed}", zorder=3)
+    for j, proto in enumerate(protocols):
+        ax = axes[0, j]
         for y, row in enumerate(rows):
-            v = [r[metric] * 100 for r in results if r["row"] == row and r["protocol"] == proto]
-            if v:
-                ax.plot([np.mean(v)] * 2, [y - 0.3, y + 0.3], color="black", lw=2)
+            pts = [(r["seed"], 100 * r[metric]) for r in results
+                   if r["row"] == row and r["protocol"] == proto]  # fmt: skip
+            for seed, v in pts:
+                ax.scatter(v, y, color=colors[seeds.index(seed) % 10], s=16, zorder=3)
+            if pts:
+                ax.plot([np.mean([v for _, v in pts])] * 2, [y - 0.35, y + 0.35], color="black", lw=2.2)
+        ax.set_yticks(range(len(rows)), rows if j == 0 else [""] * len(rows), fontsize=7)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set(title=proto, xlabel=f"{metric} (%)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_yticks(range(len(rows)), rows, fontsize=8)
-    axes[0, 0].invert_yaxis()
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        if not names:
+            continue
+        ax = axes[1, j]
+        verdict_color = {"helps": "tab:green", "hurts": "tab:red"}
+        for y, name in enumerate(names):
+            c = next((c for c in comps if c["protocol"] == proto
+                      and f"{c['row']} − {c['reference']}" == name), None)  # fmt: skip
+            if c is None:
+                continue
+            col = verdict_color.get(c["verdict"], "tab:gray")
+            ax.scatter(c["differences"], [y] * len(c["differences"]), color=col, s=8, alpha=0.5, zorder=2)
+            if c["low"] == c["low"]:
+                ax.plot([c["low"], c["high"]], [y, y], color=col, lw=1.6, zorder=3)
+            ax.scatter([c["mean"]], [y], color=col, marker="D", s=28, zorder=4)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(names)), names if j == 0 else [""] * len(names), fontsize=7)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set(xlabel="paired difference (points)")
+        ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color="black", lw=2.2, label="mean over seeds")]
+    handles += [Line2D([], [], ls="", marker="o", color=colors[k % 10], label=f"seed {s}")
+                for k, s in enumerate(seeds)]  # fmt: skip
+    if names:
+        handles += [
+            Line2D([], [], ls="", marker="o", ms=4, color="tab:gray", alpha=0.5, label="difference, 1 seed"),
+            Line2D([], [], color="tab:gray", marker="D", label="mean difference, 95 % t-interval"),
+            Line2D([], [], color="tab:green", lw=2, label="helps (interval above 0)"),
+            Line2D([], [], color="tab:red", lw=2, label="hurts (interval below 0)"),
+            Line2D([], [], color="tab:gray", lw=2, label="cannot tell (interval holds 0)"),
+        ]
+    fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 2.6 / (3.6 * n_proto + 3.2), 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
@@ -296,23 +326,24 @@ def metrics_table(results: dict) -> str:
 
 
 def write_demo_report(out, metrics: dict, settings: str, plots) -> Path:
+    """report.md of `skelcl demo`: its paired comparisons (skelcl.train.demo), the smoke-test note, times,
+    settings and plots."""
+    from skelcl.train.demo import comparison_lines
+
     out = Path(out)
-    p, s = metrics["pretrained"], metrics["scratch"]
-    delta = 100 * (p["avg_mAP_0.1:0.5"] - s["avg_mAP_0.1:0.5"])
     text = [
         "# skelcl demo",
         "",
-        "Snippet contrastive pretraining on the built-in synthetic skeleton data, then localization training "
-        f"with {100 * metrics['label_fraction']:.0f} % of the training sequences labeled, compared with the "
-        "same model trained from random initialization. Figures are percentages on the test part "
-        "(detection mAP at temporal IoU thresholds, BABEL protocol; frame-wise metrics).",
+        f"One {metrics['pretrain_method']} pretraining run on the built-in synthetic skeleton data, "
+        "then the pretrained encoder against random init under the same localization protocol, label "
+        "subset and number of optimizer steps, for each label-subset seed. Figures: average detection "
+        "mAP@0.1:0.5 on the test part, in %.",
         "",
-        metrics_table({"pretrained": p, "scratch (random init)": s}),
+        "```",
+        *[line for c in metrics["comparisons"] for line in comparison_lines(c)],
+        "```",
         "",
-        f"Average mAP@0.1:0.5, pretrained minus scratch: {delta:+.1f} points "
-        f"({'pretraining helped' if delta > 0 else 'pretraining did not help'} in this run). "
-        "This is one seed, a small synthetic set and a very short CPU pretraining schedule; "
-        "`skelcl experiment` repeats the comparison over seeds and protocols.",
+        metrics["note"],
         "",
         f"Total time {metrics['seconds']:.0f} s (pretraining {metrics['seconds_pretrain']:.0f} s).",
         "",

@@ -1,0 +1,191 @@
+"""`skelcl experiment`: the t-interval maths and the wording rule on constructed results, the plan of runs
+(references, dedup), the shipped experiment configs, and a tiny end-to-end run that resumes."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from skelcl.cli import main
+from skelcl.errors import SkelclError
+from skelcl.train import config
+from skelcl.train.experiment import (
+    FROZEN_REF,
+    TRAINABLE,
+    check_comparisons,
+    compare,
+    plan,
+    pretrain_config,
+    reference_protocols,
+    t_interval,
+    t_quantile,
+    verdict,
+)
+
+M = "avg_mAP_0.1:0.5"
+
+
+@pytest.mark.parametrize(
+    "p, df, expected",
+    [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 4, 2.776), (0.975, 9, 2.262), (0.975, 29, 2.045),
+     (0.95, 4, 2.132), (0.995, 10, 3.169), (0.975, 200, 1.972)],
+)  # fmt: skip
+def test_t_quantile_matches_published_tables(p, df, expected):
+    assert t_quantile(p, df) == pytest.approx(expected, abs=6e-4)
+
+
+def test_t_quantile_against_scipy_when_present():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 40):
+        for p in (0.9, 0.975, 0.999):
+            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+
+
+def test_t_interval_by_hand():
+    d = [5.0, 2.0, -3.0, 4.0, 1.0]  # mean 1.8, sd sqrt(9.7)
+    m, lo, hi = t_interval(d)
+    half = 2.7764451 * math.sqrt(9.7) / math.sqrt(5)
+    assert m == pytest.approx(1.8)
+    assert (lo, hi) == (pytest.approx(1.8 - half, abs=1e-5), pytest.approx(1.8 + half, abs=1e-5))
+    m1, lo1, hi1 = t_interval([3.0])
+    assert m1 == 3.0 and math.isnan(lo1) and math.isnan(hi1)
+    with pytest.raises(ValueError):
+        t_quantile(0.4, 3)
+
+
+def test_wording_rule():
+    assert verdict(0.1, 5.0) == "helps"
+    assert verdict(-5.0, -0.1) == "hurts"
+    assert verdict(-0.1, 5.0) == "cannot tell"
+    assert verdict(float("nan"), float("nan")) == "cannot tell"
+
+
+def _results(row, protocol, values):
+    return [{"row": row, "protocol": protocol, "seed": s, M: v} for s, v in values.items()]
+
+
+def test_compare_pairs_by_seed_and_words_the_interval():
+    base = _results("A", "linear", {0: 0.30, 1: 0.50, 2: 0.40, 3: 0.20})
+    up = _results("B", "linear", {0: 0.40, 1: 0.61, 2: 0.49, 3: 0.31})  # +10, +11, +9, +11 points
+    noisy = _results("C", "linear", {0: 0.35, 1: 0.45, 2: 0.50})  # +5, -5, +10: seed 3 missing
+    down = _results("D", "linear", {0: 0.20, 1: 0.41, 2: 0.28, 3: 0.12})  # -10, -9, -12, -8
+    res = base + up + noisy + down
+    c = compare(res, M, "B", "A", "linear")
+    d = np.array([10.0, 11.0, 9.0, 11.0])
+    half = 3.1824463 * d.std(ddof=1) / 2
+    assert c["seeds"] == [0, 1, 2, 3] and c["differences"] == pytest.approx(list(d))
+    assert c["mean"] == pytest.approx(10.25) and c["low"] == pytest.approx(10.25 - half, abs=1e-5)
+    assert c["verdict"] == "helps"
+    c = compare(res, M, "C", "A", "linear")
+    assert c["seeds"] == [0, 1, 2] and c["mean"] == pytest.approx(10 / 3) and c["verdict"] == "cannot tell"
+    assert compare(res, M, "D", "A", "linear")["verdict"] == "hurts"
+    assert compare(res, M, "B", "A", "ft20") is None
+
+
+def test_references_under_every_protocol():
+    refs = reference_protocols({"protocol": "linear", "label_fraction": 1.0})
+    assert refs[TRAINABLE] == {"protocol": "finetune", "label_fraction": 1.0, "head": "simple"}
+    assert refs[FROZEN_REF] == {"protocol": "linear", "label_fraction": 1.0}
+    refs = reference_protocols({"protocol": "finetune", "label_fraction": 0.05})
+    assert refs[TRAINABLE] == {"protocol": "finetune", "label_fraction": 0.05, "head": "ufusion"}
+    assert refs[FROZEN_REF] == {"protocol": "frozen_fusion", "label_fraction": 0.05}
+
+
+def _exp(**extra):
+    exp = config.load_config("experiment")
+    exp.update(extra)
+    return exp
+
+
+def test_plan_runs_each_cell_once_and_rows_use_their_seeds():
+    exp = _exp(seeds=[0, 1, 2], rows=[{"label": "X", "method": "skeletonclr", "seeds": 2}], references=True,
+               protocols={"frozen_fusion": {"protocol": "frozen_fusion", "label_fraction": 1.0},
+                          "ft100": {"protocol": "finetune", "label_fraction": 1.0}})  # fmt: skip
+    jobs = plan(exp)
+    pre = [j for j in jobs if j["kind"] and j["kind"].startswith("pretrain")]
+    assert [j["seed"] for j in pre] == [0, 1]
+    runs = [j for j in jobs if j["kind"]]
+    assert len({j["name"] for j in runs}) == len(runs)  # every real run once
+    # frozen_fusion's trainable reference is ft100's trainable reference and vice versa: 2 runs per seed
+    random_runs = {j["name"] for j in runs if j.get("pretrained", "x") is None}
+    assert len(random_runs) == 3 * 2
+    recorded = [(j["row"], j["protocol"], j["seed"]) for j in jobs if j.get("pretrained", "x") is None]
+    assert len(recorded) == len(set(recorded)) == 3 * 2 * 2  # but recorded under both protocols
+    with pytest.raises(SkelclError, match="seeds must be a count"):
+        plan(_exp(seeds=[0], rows=[{"label": "X", "method": "skeletonclr", "seeds": 2}]))
+    with pytest.raises(SkelclError, match="used twice"):
+        plan(_exp(rows=[{"label": "X", "method": "skeletonclr"}, {"label": "X", "method": "aimclr"}]))
+    with pytest.raises(SkelclError, match="no row named"):
+        check_comparisons(_exp(comparisons=[["SkeletonCLR", "nope"]]))
+
+
+@pytest.mark.parametrize("name", ["experiment", "study_snippet"])
+def test_shipped_experiment_configs_are_sound(name, tmp_path):
+    """Rows merge into their method's pretraining config, comparisons name rows, the study's data seed is
+    held out, and every fine-tuning protocol runs a fixed step budget."""
+    exp = config.resolve(name)
+    pairs = check_comparisons(exp)
+    assert pairs
+    for job in plan(exp):
+        if job["kind"] and job["kind"].startswith("pretrain"):
+            try:
+                config.load_config(f"pretrain_{job['method']}")
+            except SkelclError:
+                pytest.skip(f"pretrain_{job['method']}.yaml is not there yet")
+            cfg = pretrain_config(exp, job["method"], job["pretrain"], tmp_path, job["seed"])
+            assert cfg["pretrain"]["method"] == job["method"]
+    assert exp["finetune"]["train"]["steps"] > 0
+    if name == "study_snippet":
+        assert exp["data"]["seed"] not in exp["data"]["tuning_seeds"] and 0 in exp["data"]["tuning_seeds"]
+        assert exp["data"]["sequences"] >= 1000
+        rows = {r["label"]: r for r in exp["rows"]}
+        rvt = [r for r in rows.values() if r["method"] == "rvtclr"]
+        assert len(rvt) == 3 and all(r.get("seeds", len(exp["seeds"])) >= 5 for r in rvt)
+        others = [r for r in rows.values() if r["method"] in ("skeletonclr", "aimclr")]
+        assert len(others) == 4 and all(r.get("seeds", len(exp["seeds"])) >= 3 for r in others)
+        fracs = sorted(p["label_fraction"] for p in exp["protocols"].values() if p["protocol"] == "finetune")
+        assert fracs == [0.05, 0.2] and exp["references"]
+
+
+TINY = [
+    "data.sequences=14", "data.tuning_seeds=[]", "seeds=[0, 1]", "model.width=0.125",
+    "pretrain.train.epochs=1", "pretrain.train.batch_size=6", "finetune.train.steps=2",
+    "rows=[{label: A, method: skeletonclr, seeds: 1, pretrain: {snippet: false}}, "
+    "{label: B, method: skeletonclr, seeds: 1, pretrain: {snippet: true, match: aligned}}]",
+    "comparisons=[[B, A]]", "protocols={linear: {protocol: linear, label_fraction: 0.5}}",
+]  # fmt: skip
+
+
+def test_experiment_end_to_end_resumes(tmp_path, capsys):
+    out = tmp_path / "exp"
+    args = ["experiment", "--out", str(out), "--quiet", *TINY]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.search(
+        r"\[1/8\] pre_a_s0: \d+ s; elapsed 0:\d\d:\d\d, ETA 0:\d\d:\d\d \(7 runs left\)", printed
+    )
+    table = (out / "table.md").read_text()
+    assert "B − A" in table and f"A − {TRAINABLE}" in table and f"A − {FROZEN_REF}" in table
+    assert "2 optimizer steps" in table and "data seed 0" in table
+    assert (out / "table.png").stat().st_size > 10_000
+    data = json.loads((out / "results.json").read_text())
+    got = {(r["row"], r["protocol"], r["seed"]) for r in data["results"]}
+    assert got == {("A", "linear", 0), ("B", "linear", 0)} | {
+        (ref, "linear", s) for ref in (TRAINABLE, FROZEN_REF) for s in (0, 1)
+    }
+    assert all(r["steps"] == 2 for r in data["results"])
+    (c,) = data["comparisons"]
+    assert c["seeds"] == [0] and c["verdict"] == "cannot tell"  # one pair: no interval
+    assert "- (n=1) | cannot tell" in table
+    assert not (out / "data").exists() and (out / "runs" / "data" / "meta.json").is_file()
+    # a rerun skips every finished run; a run without final metrics is redone
+    (out / "runs" / "ft_random_linear-simple-l0.5_s1" / "metrics.json").unlink()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.findall(r"\[\d/8\] (\S+):", printed) == ["ft_random_linear-simple-l0.5_s1"]
+    assert json.loads((out / "results.json").read_text())["results"] == data["results"]
+    # settings chosen on the data seed: refused
+    assert main([*args, "data.tuning_seeds=[0]"]) == 2
+    assert "tuning_seeds" in capsys.readouterr().err
