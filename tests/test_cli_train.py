@@ -243,7 +243,9 @@ def test_resume_extends_epochs(pre_run, tmp_path, capsys):
 
 def test_kept_checkpoints_history_and_export(pre_run, tmp_path, capsys):
     assert {p.name for p in pre_run.glob("*.pt")} == {"last.pt", "epoch_1.pt", "epoch_2.pt"}
-    assert checkpoint.load_checkpoint(pre_run, 1)["epoch"] == 1
+    from skelcl.train import load_checkpoint  # the documented loader
+
+    assert load_checkpoint(pre_run, 1)["epoch"] == 1 and load_checkpoint(pre_run / "epoch_2.pt")["epoch"] == 2
     with pytest.raises(SkelclError, match="no best.pt"):
         checkpoint.load_checkpoint(pre_run, "best")  # pretraining has no validation
     hist = json.loads((pre_run / "metrics.json").read_text())["history"]
