@@ -380,3 +380,15 @@ def test_cpu_training_step_needs_neither_triton_nor_tensorboard():
     res = subprocess.run([sys.executable, "-c", _BLOCKED_RUN], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_git_revision_of_a_checkout_or_unknown(tmp_path):
+    import re
+
+    rev = run_mod.git_revision()
+    assert re.fullmatch(r"[0-9a-f]{12}( \+ uncommitted changes)?", rev), rev
+    assert run_mod.git_revision(tmp_path) == "unknown"  # not a checkout (an installed copy)
+    (tmp_path / ".git").mkdir()  # a folder named .git that git does not accept, or another project
+    assert run_mod.git_revision(tmp_path) == "unknown"
+    head = run_mod.run_header("auto", {"train.seed": 3})
+    assert head[0].startswith("command: ") and "seeds: train.seed=3" in head[-1]

@@ -88,10 +88,11 @@ def clear_run(path) -> None:
         q.unlink()
 
 
-def git_revision() -> str:
-    """The commit of the skelcl checkout this code runs from ("+ uncommitted changes" when the tracked
-    files differ from it), or "unknown" (an installed copy, or git missing)."""
-    root = Path(__file__).resolve().parents[2]
+def git_revision(root=None) -> str:
+    """The commit of the skelcl checkout this code runs from (root: the repository folder, default the
+    one holding this file; "+ uncommitted changes" when tracked files differ from the commit), or
+    "unknown" (an installed copy, or git missing)."""
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root)
     if not (root / ".git").exists() or not (root / "skelcl" / "train" / "run.py").is_file():
         return "unknown"
     try:
@@ -125,9 +126,12 @@ def command_line() -> str:
 
 def run_header(device=None, seeds: dict | None = None) -> list[str]:
     """The lines that open log.txt and report.md: command, skelcl version, git revision, torch / triton
-    versions, device (with the GPU name), CPU threads and seeds ({"train.seed": 0, ...})."""
+    versions, device (a torch.device, "cpu", "cuda" or "auto"; with the GPU name), CPU threads and seeds
+    ({"train.seed": 0, ...})."""
     from skelcl import __version__
 
+    if device == "auto":  # as train.device=auto resolves it
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = "not set" if device is None else str(device)
     if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
         dev += f" ({torch.cuda.get_device_name(torch.device(device))})"
