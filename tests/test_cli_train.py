@@ -392,3 +392,19 @@ def test_git_revision_of_a_checkout_or_unknown(tmp_path):
     assert run_mod.git_revision(tmp_path) == "unknown"
     head = run_mod.run_header("auto", {"train.seed": 3})
     assert head[0].startswith("command: ") and "seeds: train.seed=3" in head[-1]
+
+
+def test_bars_only_on_a_terminal_and_never_with_quiet(tmp_path, monkeypatch, capsys):
+    cfg = {"train": {"seed": 0, "epochs": 2}}
+    monkeypatch.setattr(run_mod, "show_bars", lambda: True)
+    assert run_mod.RunDir(tmp_path / "a", cfg).bars
+    assert not run_mod.RunDir(tmp_path / "b", cfg, quiet=True).bars
+    monkeypatch.setattr(run_mod, "show_bars", lambda: False)
+    r = run_mod.RunDir(tmp_path / "c", cfg)
+    assert not r.bars
+    r.start_epochs(0, 2)
+    r.log_epoch(1, "loss 1.0", 0.5)
+    r.close()
+    out = capsys.readouterr().out
+    assert "epoch 1/2: loss 1.0 (0.5 s, ETA" in out  # printed, not only written to log.txt
+    assert "epoch 1/2: loss 1.0" in (tmp_path / "c" / "log.txt").read_text()

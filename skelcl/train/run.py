@@ -146,6 +146,12 @@ def run_header(device=None, seeds: dict | None = None) -> list[str]:
     ]
 
 
+def show_bars() -> bool:
+    """Progress bars only when both stdout and stderr are terminals (tqdm draws on stderr; a redirected
+    output gets the plain per-epoch lines, never a long line of carriage returns)."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
 def fmt_duration(s: float) -> str:
     s = max(0, int(round(s)))
     if s < 60:
@@ -176,7 +182,7 @@ class RunDir:
         self.keep_every = int(t.get("keep_every", 0) or 0)
         self.epochs = int(t.get("epochs", 0))
         self.saved_epoch: int | None = None
-        self.bars = self.main and not quiet and sys.stderr.isatty()
+        self.bars = self.main and not quiet and show_bars()
         self._t0, self._start = time.time(), 0
         check_out(self.path, resume, overwrite)
         if self.main:
