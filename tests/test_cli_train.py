@@ -408,3 +408,22 @@ def test_bars_only_on_a_terminal_and_never_with_quiet(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "epoch 1/2: loss 1.0 (0.5 s, ETA" in out  # printed, not only written to log.txt
     assert "epoch 1/2: loss 1.0" in (tmp_path / "c" / "log.txt").read_text()
+
+
+def test_json_and_segment_outputs_follow_the_umask(tmp_path, capsys):
+    from skelcl.eval import Segment
+    from skelcl.eval.io import write_segments_dir, write_segments_json
+
+    segs = {"v1": [Segment(0, 0, 5, 0.9)]}
+    old = os.umask(0o022)
+    try:
+        write_segments_dir(tmp_path / "gt", segs)
+        write_segments_json(tmp_path / "pred.json", segs)
+        js = tmp_path / "ev.json"
+        assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred.json"),
+                     "--classes", "1", "--json", str(js)]) == 0  # fmt: skip
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    for p in (tmp_path / "gt" / "v1.txt", tmp_path / "pred.json", js):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p

@@ -330,11 +330,16 @@ def _check_name(name: str) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and os.replace, with the mode open() would give (0666 minus the umask,
+    typically 0644; mkstemp alone makes 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(f.fileno(), 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
