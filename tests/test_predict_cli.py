@@ -68,11 +68,11 @@ def test_default_is_the_test_part_with_class_names(run, tmp_path, capsys):
 
 
 def test_all_train_part_and_bad_split_say_what_they_predict(run, tmp_path, capsys):
-    assert predict(run, "--out", tmp_path / "all", "--all") == 0
+    assert predict(run, "--out", tmp_path / "all", "--all", "--proposals", "argmax") == 0
     err = capsys.readouterr().err
     assert "every sequence" in err and "training sequences of this model included" in err
     assert len(list((tmp_path / "all").glob("*.txt"))) == 14
-    assert predict(run, "--out", tmp_path / "train", "--part", "train") == 0
+    assert predict(run, "--out", tmp_path / "train", "--part", "train", "--proposals", "argmax") == 0
     err = capsys.readouterr().err
     assert "part 'train' of split 'xsub'" in err and "warning" in err and "trained on" in err
     assert predict(run, "--out", tmp_path / "bad", "--split", "nope") == 2
@@ -100,7 +100,7 @@ def test_run_without_split_predicts_everything_loudly(run):
 def test_existing_out_is_refused_or_replaced(run, tmp_path, capsys):
     cache, _ = run
     out = tmp_path / "pred"
-    assert predict(run, "--out", out, "--all") == 0
+    assert predict(run, "--out", out, "--all", "--proposals", "argmax") == 0
     (out / "notes.md").write_text("mine")
     before = {p.name: p.read_text() for p in out.iterdir()}
     capsys.readouterr()
