@@ -38,6 +38,10 @@ def test_demo_prints_paired_differences_with_step_counts(tmp_path, capsys):
         cfg = json.loads((runs / name / "metrics.json").read_text())
         assert cfg["protocol"] == proto and (cfg["encoder"] != "random init") == pre
     report = (out / "report.md").read_text()
+    # the command, versions and revision come first, on the terminal, in log.txt and in report.md
+    assert printed.startswith("command: skelcl demo --out") and "git revision" in printed.splitlines()[1]
+    assert (out / "log.txt").read_text().split("\n")[0].endswith(printed.splitlines()[0])
+    assert "command: skelcl demo" in report.split("## ")[0] and "torch " in report.split("## ")[0]
     assert "smoke test" in report and "label seed 1" in report and "curves.png" in report
     for name in ("curves.png", "segments.png"):
         assert (out / name).stat().st_size > 1000

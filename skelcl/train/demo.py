@@ -65,6 +65,7 @@ def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> d
     )
     from skelcl.train.finetune import FROZEN, load_localizer, predict_probs, run_finetune
     from skelcl.train.pretrain import open_split, run_pretrain
+    from skelcl.train.run import announce, show_bars
 
     demo = config_mod.resolve(config_name, overrides)
     out = Path(out)
@@ -74,10 +75,14 @@ def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> d
     method = demo["pretrain"]["pretrain"].get("method", "skeletonclr")
     pre_cfg = pretrain_config(exp, method, {}, data or out / "data", 0)  # checks the config before any work
     out.mkdir(parents=True, exist_ok=True)
+    seeds = {"data.seed": demo["data"]["seed"], "train.seed": pre_cfg["train"]["seed"],
+             "label_seeds": demo["label_seeds"]}  # fmt: skip
+    header = announce(out / "log.txt", pre_cfg["train"]["device"], seeds)  # command, versions, seeds first
     t0 = time.time()
     if data is None:
         data = out / "data"
-        generate_cache(data, int(demo["data"]["sequences"]), int(demo["data"]["seed"]), progress=not quiet)
+        generate_cache(data, int(demo["data"]["sequences"]), int(demo["data"]["seed"]),
+                       progress=not quiet and show_bars())  # fmt: skip
     else:
         open_cache(data)  # fail early on a bad path
     run_pretrain(pre_cfg, out / "pretrain", quiet=quiet)
@@ -137,6 +142,7 @@ def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> d
         "seconds": time.time() - t0,
         "seconds_pretrain": t_pre,
         "note": SMOKE,
+        "header": header,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     report.write_demo_report(out, metrics, config_mod.dump(demo), [curves, seg])

@@ -305,6 +305,7 @@ def run_experiment(
     from skelcl.data.synthetic import generate_cache
     from skelcl.train.finetune import run_finetune
     from skelcl.train.pretrain import run_pretrain
+    from skelcl.train.run import announce, show_bars
 
     exp = config_mod.resolve(config_name, overrides)
     d = exp["data"]
@@ -318,11 +319,12 @@ def run_experiment(
     runs.mkdir(parents=True, exist_ok=True)
     if not table_only:
         (out / "config.yaml").write_text(config_mod.dump(exp))
+        announce(out / "progress.log", "auto", {"data.seed": d["seed"], "seeds": exp["seeds"]})
     if data is None:
         data = runs / "data"
         if not (data / "meta.json").exists() and not table_only:
             _fresh(data)
-            generate_cache(data, int(d["sequences"]), int(d["seed"]), progress=not quiet)
+            generate_cache(data, int(d["sequences"]), int(d["seed"]), progress=not quiet and show_bars())
     if not table_only:
         open_cache(data)  # fail early on a bad --data
     progress = Progress([(j["name"], j["kind"]) for j in jobs if j["kind"]], out, quiet)

@@ -334,6 +334,7 @@ def write_demo_report(out, metrics: dict, settings: str, plots) -> Path:
     text = [
         "# skelcl demo",
         "",
+        *(["```", *metrics["header"], "```", ""] if metrics.get("header") else []),  # command, versions
         f"One {metrics['pretrain_method']} pretraining run on the built-in synthetic skeleton data, "
         "then the pretrained encoder against random init under the same localization protocol, label "
         "subset and number of optimizer steps, for each label-subset seed. Figures: average detection "

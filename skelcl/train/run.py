@@ -146,6 +146,15 @@ def run_header(device=None, seeds: dict | None = None) -> list[str]:
     ]
 
 
+def announce(log_file, device=None, seeds: dict | None = None) -> list[str]:
+    """Print run_header(device, seeds) and append it to log_file (demo, experiment); returns the lines."""
+    lines = run_header(device, seeds)
+    print("\n".join(lines), flush=True)
+    with open(log_file, "a") as f:
+        f.write("".join(f"[{time.strftime('%H:%M:%S')}] {x}\n" for x in lines))
+    return lines
+
+
 def show_bars() -> bool:
     """Progress bars only when both stdout and stderr are terminals (tqdm draws on stderr; a redirected
     output gets the plain per-epoch lines, never a long line of carriage returns)."""
