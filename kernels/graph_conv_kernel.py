@@ -44,8 +44,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from skelcl.kernels._triton_compat import patch_interpreter
 
-# Tile overrides for tuning runs (scripts/gpu_bench_graph_conv.py): keys "fwd_BO", "fwd_BC", "fwd_BT",
+patch_interpreter()  # Triton 3.6's interpreter under numpy >= 2.4 (CPU tests only)
+
+# Tile overrides for tuning runs (scripts/gpu_check.py): keys "fwd_BO", "fwd_BC", "fwd_BT",
 # "fwd_num_warps", "fwd_num_stages", "fwd_prefetch", the same with "dw_", plus "dw_splits".
 OVERRIDE: dict = {}
 # None: follow torch.backends.cudnn.allow_tf32 for float32 inputs; else "ieee" or "tf32".
@@ -261,7 +264,7 @@ def _pow2(n, lo, hi):
 
 # GPU defaults were chosen by compiling for sm_90 without a GPU (triton.compile + cuobjdump -res-usage):
 # wider tiles (BO 128, or BT 8) spilled registers to local memory; these did not. Timings on a GPU come
-# from the sweep in scripts/gpu_bench_graph_conv.py.
+# from the sweep in scripts/gpu_check.py.
 def fwd_config(c_in, c_out, dtype, device, need_da=False):
     """Tiles of `_gc_kernel`: dict(BO, BC, BT, num_warps, num_stages)."""
     if device.type != "cuda":

@@ -23,11 +23,14 @@ import math
 import torch
 import triton
 import triton.language as tl
+from skelcl.kernels._triton_compat import patch_interpreter
+
+patch_interpreter()  # Triton 3.6's interpreter under numpy >= 2.4 (CPU tests only)
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
-# Tile overrides for tuning runs (scripts/gpu_bench_infonce.py) and tests: keys of the configs below,
+# Tile overrides for tuning runs (scripts/gpu_check.py) and tests: keys of the configs below,
 # plus "splits" (number of key splits in the forward). Empty means: use the heuristics.
 OVERRIDE: dict = {}
 # Backward: dq = E * g / tau is written in row chunks of at most this many elements.
@@ -271,7 +274,7 @@ def _block_d(d):
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per (dot mode, padded d, groups); dot modes: 16-bit inputs,
 # float32 as tf32, float32 as 3xtf32 (torch's "highest" matmul precision). Picked for sm_90 from the
 # compiler's output, without a GPU (scripts/infonce_sm90_static.py under Triton 3.6 and 3.9: registers,
-# local-memory spills, HGMMA tiles); not yet timed (scripts/gpu_bench_infonce.py sweeps candidates).
+# local-memory spills, HGMMA tiles); not yet timed (scripts/gpu_check.py sweeps candidates).
 # The groups variants hold one more mask tile, hence their own entries.
 _FWD_TILES = {
     ("16bit", 64, False): (128, 128, 8, 3),
@@ -302,7 +305,7 @@ _DK_TILES = {  # BLOCK_N keys held per program, BLOCK_M queries per step
     ("tf32x3", 256, False): (16, 64, 4, 1),
 }
 _TILE_NAMES = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
-SWEEP_FWD = {  # candidates timed by scripts/gpu_bench_infonce.py (d = 128); the first is the default
+SWEEP_FWD = {  # candidates timed by scripts/gpu_check.py (d = 128); the first is the default
     "bf16": [
         (128, 128, 8, 3),
         (128, 128, 8, 2),

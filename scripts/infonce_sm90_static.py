@@ -8,7 +8,7 @@ Uses triton.compile with a GPUTarget (the ptxas bundled with Triton does the ass
 and nvdisasm from the same bundle. Per kernel variant: registers per thread, shared memory, local-memory
 traffic in SASS (LDL/STL: spills), the tensor-core instructions (HGMMA is Hopper's warpgroup MMA; HMMA
 or none means a slower path) and the MUFU.EX2 count. This machine's Triton may differ from the GPU
-machine's (3.6); treat the numbers as leads, the timings of scripts/gpu_bench_infonce.py decide.
+machine's (3.6); treat the numbers as leads, the timings of scripts/gpu_check.py decide.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def source(kernel, dtype, consts, d):
     """ASTSource with the launch's signature: data pointers of the input dtype, float32 statistics,
     int64 index tables, int32 sizes; pointers and d marked 16-divisible as the launcher's would be."""
     data = {"q_ptr", "k_ptr", "queue_ptr", "dk_ptr"}
-    index = {"pos_ptr", "qg_ptr", "kg_ptr"}
+    index = {"pos_ptr", "qg_ptr", "kg_ptr", "queue_g_ptr"}
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in consts:
@@ -102,8 +102,8 @@ def inspect(name, kernel, dtype, d, consts, cfg):
 def fwd_consts(cfg, d, dtype, groups, precision):
     bd = it._block_d(d)
     return dict(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=bd, EVEN_D=bd == d, GROUPS=groups,
-                POS_TABLE=groups, P=2 if groups else 1, NEED_E=True, HAS_QUEUE=True, PREC=precision,
-                UPCAST=False)  # fmt: skip
+                QUEUE_GROUPS=groups, POS_TABLE=groups, P=2 if groups else 1, NEED_E=True, HAS_QUEUE=True,
+                PREC=precision, UPCAST=False)  # fmt: skip
 
 
 def dk_consts(cfg, d, dtype, groups, precision):
