@@ -117,7 +117,7 @@ def run_pretrain(
     run.start_epochs(start, epochs)
     for epoch in range(start, epochs):
         model.train()
-        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: during this epoch
+        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: that of this epoch's steps
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
         sums: dict[str, float] = {}
         # the next batch is read and augmented in a background thread while this one computes
