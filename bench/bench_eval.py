@@ -19,40 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skelcl.benchmark.cases import make_eval_case
 from skelcl.cli import main as cli_main
-from skelcl.eval import PROTOCOLS, Segment, detection_map, proposals_from_scores
+from skelcl.eval import PROTOCOLS, detection_map, proposals_from_scores
 from skelcl.eval.io import read_segments_dir, write_segments_dir
 from skelcl.eval.reference import detection_map_reference
 
 BABEL = PROTOCOLS["babel"][0]
 
 
-def make_case(videos=1000, gt_per_video=20, classes=51, preds=100_000, pred_classes=None, seed=0):
-    """Ground truth spread over `classes`; predictions jittered copies of it (80 % right class) with
-    two-decimal scores (many ties). pred_classes=k puts every prediction of a video into k classes only,
-    so (video, class) groups hold many predictions (the slow case for round-based matching)."""
-    rng = np.random.default_rng(seed)
-    gt, pred = {}, {}
-    per_video = preds // videos
-    for v in range(videos):
-        name = f"{v:05d}"
-        starts = np.sort(rng.uniform(0, 9000, gt_per_video))
-        lengths = rng.uniform(20, 300, gt_per_video)
-        labels = rng.integers(0, classes, gt_per_video)
-        if pred_classes is not None:
-            labels = rng.choice(rng.choice(classes, pred_classes, replace=False), gt_per_video)
-        gt[name] = [Segment(int(c), float(s), float(s + n)) for c, s, n in zip(labels, starts, lengths)]
-        pick = rng.integers(0, gt_per_video, per_video)
-        jitter = rng.normal(0, 0.2, (per_video, 2)) * lengths[pick, None]
-        wrong = rng.random(per_video) < 0.2
-        p_lab = np.where(wrong, rng.choice(np.unique(labels), per_video), labels[pick])
-        p_s = starts[pick] + jitter[:, 0]
-        p_e = np.maximum(starts[pick] + lengths[pick] + jitter[:, 1], p_s + 1)
-        score = np.round(rng.random(per_video), 2)
-        pred[name] = [
-            Segment(int(c), float(a), float(b), float(p)) for c, a, b, p in zip(p_lab, p_s, p_e, score)
-        ]
-    return gt, pred
+make_case = make_eval_case  # also the `skelcl bench` evaluate case's data
 
 
 @pytest.fixture(scope="module")

@@ -25,41 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from skelcl.data import emit, ntu, pkummd
+from skelcl.benchmark.cases import make_reader_files, ntu_loadtxt, pku_loadtxt
+from skelcl.data import ntu, pkummd
 
 
 def make_files(root: Path, n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    pku, nt = [], []
-    for i in range(n):
-        joints = rng.normal(scale=0.5, size=(3000, 1 + i % 2, 25, 3))
-        path = root / f"{i:04d}-L.txt"
-        emit.write_pku_skeleton(path, joints, digits=7, leading_space=i % 3 == 0)
-        pku.append(path)
-        joints = rng.normal(scale=0.5, size=(300, 1 + i % 2, 25, 3))
-        joints[:5] = 0  # frames with no body
-        name = emit.ntu_name(1, 1 + i % 3, 1 + i, 1, 1 + i)
-        nt += emit.emit_ntu(root / "ntu", [(name, joints)], digits=7)
-    return pku, nt
-
-
-def pku_loadtxt(path):
-    return np.loadtxt(path).reshape(-1, 2, 25, 3)
-
-
-def ntu_loadtxt(path):
-    lines = Path(path).read_text().splitlines()
-    i, starts, ids = 1, [], []
-    for _ in range(int(lines[0])):
-        nb = int(lines[i])
-        i += 1
-        for _ in range(nb):
-            ids.append(lines[i].split()[0])
-            nj = int(lines[i + 1])
-            starts.append(i + 2)
-            i += 2 + nj
-    rows = [lines[s + k] for s in starts for k in range(25)]
-    return np.loadtxt(rows).reshape(-1, 25, 12)[:, :, :3], ids
+    return make_reader_files(root, n, seed=seed)
 
 
 def ntu_floats(path):

@@ -349,14 +349,33 @@ def backbone_sizes(quick, device):
     return (128, 150, 2, 1.0) if str(device).startswith("cuda") else (32, 150, 1, 0.25)
 
 
+def graph_conv_conv1x1(x, weight, adjacency, bias=None, *, residual=None, activation=None):
+    """A candidate CPU graph convolution, measured here beside the shipped one (training does not use it):
+    joints first as one broadcast matmul (N, 1, C_in*T, V) @ (1, K, V, V) -> (N, K*C_in, T, V) with no
+    copy, then the channel mix as a 1x1 convolution over K*C_in channels (oneDNN), bias fused. Same
+    contract as skelcl.kernels.graph_conv_reference."""
+    import torch
+    import torch.nn.functional as F
+
+    n, ci, t, v = x.shape
+    k, co = weight.shape[:2]
+    xa = torch.matmul(x.reshape(n, 1, ci * t, v), adjacency.unsqueeze(0)).view(n, k * ci, t, v)
+    y = F.conv2d(xa, weight.permute(1, 0, 2).reshape(co, k * ci, 1, 1), bias)
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if activation == "relu" else y
+
+
 def case_backbone(quick, device, workdir, compile_: bool | None = None):
     """Backbone forward + backward (ST-GCN, 10 layers, strides 2/5/8): eager with the plain PyTorch graph
-    convolution; torch.compile (full runs; slow to compile); the Triton graph conv (CUDA); bf16 autocast
-    variants on CUDA."""
+    convolution; torch.compile (full runs; minutes to compile on a CPU); the Triton graph conv (CUDA);
+    bf16 autocast variants on CUDA; on a CPU the candidate graph_conv_conv1x1 in the eager model."""
     import torch
 
+    import skelcl.models.backbone as backbone_module
     from skelcl.models import Backbone
 
+    shipped = backbone_module.graph_conv
     B, T, M, width = backbone_sizes(quick, device)
     cuda = str(device).startswith("cuda")
     compile_ = (not quick) if compile_ is None else compile_
@@ -370,7 +389,7 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
             models[label] = Backbone("stgcn", width, (2, 5, 8)).to(device)
         return models[label]
 
-    def step(label, graph_conv="reference", bf16=False, compiled=False):
+    def step(label, graph_conv="reference", bf16=False, compiled=False, candidate=False):
         m = model(label)
         if compiled and not getattr(m, "_skelcl_compiled", False):
             m.compile()
@@ -379,11 +398,14 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
         def run():
             old = os.environ.get("SKELCL_GRAPH_CONV")
             os.environ["SKELCL_GRAPH_CONV"] = graph_conv
+            if candidate:
+                backbone_module.graph_conv = graph_conv_conv1x1
             try:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and cuda):
                     out, _ = m(x)
                 out.float().square().mean().backward()
             finally:
+                backbone_module.graph_conv = shipped
                 if old is None:
                     os.environ.pop("SKELCL_GRAPH_CONV")
                 else:
@@ -393,6 +415,8 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
         return run
 
     variants = {"eager": step("eager")}
+    if not cuda:
+        variants["conv1x1_candidate"] = step("conv1x1_candidate", candidate=True)
     if cuda:
         variants["triton"] = step("triton", graph_conv="auto")
         variants["eager_bf16"] = step("eager_bf16", bf16=True)

@@ -24,7 +24,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--suite", default="cpu", choices=("cpu", "gpu", "all"), help="default: cpu")
     p.add_argument("--quick", action="store_true", help="small sizes (CI): checks the harness, not figures")
-    p.add_argument("--out", metavar="FILE.json", help="write the result here")
+    p.add_argument(
+        "--out",
+        metavar="FILE.json|DIR/",
+        help="write the result here (a directory: a new file named by suite, date and git revision)",
+    )
     p.add_argument("--case", nargs="+", metavar="NAME", help="only these cases (default: all of the suite)")
     p.add_argument(
         "--gpu-script", metavar="PATH", help="scripts/gpu_check.py of the checkout (default: found)"
@@ -60,7 +64,7 @@ def _run(args) -> int:
     )
     print(runner.table(res))
     if args.out:
-        print(f"wrote {args.out} ({len(res['records'])} figures, {res['seconds']:.0f} s)")
+        print(f"wrote {res['file']} ({len(res['records'])} figures, {res['seconds']:.0f} s)")
     return 0
 
 

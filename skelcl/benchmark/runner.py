@@ -235,8 +235,19 @@ def run(
     res["seconds"] = round(time.time() - t0, 1)
     res.update(extra)
     if out:
-        write_result(out, res)
+        res["file"] = str(write_result(result_path(out, res), res))
     return res
+
+
+def result_path(out, res: dict) -> Path:
+    """out itself, or for a directory (existing, or given with a trailing /) a new file in it named
+    <suite>[-quick]_<UTC date>_<revision>.json, so that runs add up to a history."""
+    p = Path(out)
+    if not (p.is_dir() or str(out).endswith(("/", os.sep))):
+        return p
+    rev = (res["git"].get("revision") or "norev")[:10] + ("-dirty" if res["git"].get("dirty") else "")
+    stamp = res["created"].replace(":", "").replace("-", "")
+    return p / f"{res['suite']}{'-quick' if res['quick'] else ''}_{stamp}_{rev}.json"
 
 
 def _check_names(names, known):
