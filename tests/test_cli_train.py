@@ -427,3 +427,17 @@ def test_json_and_segment_outputs_follow_the_umask(tmp_path, capsys):
     capsys.readouterr()
     for p in (tmp_path / "gt" / "v1.txt", tmp_path / "pred.json", js):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+def test_full_scale_schedule_on_a_cpu_gets_a_note(capsys, monkeypatch):
+    import argparse
+
+    from skelcl.train import config
+    from skelcl.train.commands import _gpu_schedule_note
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = argparse.Namespace(command="pretrain", config="pretrain_skeletonclr", resume=None)
+    _gpu_schedule_note(args, config.resolve("pretrain_skeletonclr"))
+    assert "--config pretrain_cpu" in capsys.readouterr().err
+    _gpu_schedule_note(args, config.resolve("pretrain_cpu"))
+    assert capsys.readouterr().err == ""
