@@ -1,6 +1,7 @@
 """Localization protocols: what trains under linear / frozen_fusion / finetune, frozen random encoders with
 calibrated BatchNorm statistics, fixed step budgets, and predict on every protocol's checkpoint."""
 
+import math
 import re
 import subprocess
 import sys
@@ -45,7 +46,8 @@ def pretrained(data, tmp_path_factory):
 def _cfg(data, *extra):
     return config.resolve("finetune", [
         f"data.path={data}", "data.bodies=1", "model.width=0.125", "train.epochs=1", "train.batch_size=4",
-        "train.num_threads=2", "train.lr=0.01", "train.max_frames=60", *extra])  # fmt: skip
+        "train.num_threads=2", "train.lr=0.01", "train.max_frames=60", "finetune.val_fraction=0",
+        "train.eval_every=0", *extra])  # fmt: skip
 
 
 def _changed(a: dict, b: dict) -> set:
@@ -87,7 +89,7 @@ def test_frozen_random_encoder_gets_calibrated_bn_and_no_gradient_steps(data, tm
         assert stats <= changed  # every BN's statistics were estimated
         assert {k for k in changed if k.startswith("head.")}  # the head trained
         log = (tmp_path / proto / "log.txt").read_text()
-        assert f"BatchNorm statistics calibrated on the {n_train} training sequences" in log
+        assert f"BatchNorm statistics calibrated on {n_train} of the {n_train} training sequences" in log
 
 
 def test_calibrate_bn_averages_batch_statistics_without_changing_weights():
@@ -118,7 +120,8 @@ def test_fixed_step_budget_whatever_the_label_fraction(data, tmp_path):
         m = run_finetune(cfg, tmp_path / f"f{frac}", quiet=True)
         steps[frac] = (m["steps"], m["epochs"], m["labeled_sequences"])
         assert m["history"][-1]["steps"] == 7
-        assert m["history"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine ends with the budget
+        # `lr` is the rate of the epoch's last step: step 7 of 7 runs at cosine(6 / 7), 0 comes after it
+        assert m["history"][-1]["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 6 / 7)))
     # 17 training sequences, batch 4: 25 % -> 4 labeled, 1 step per epoch; 100 % -> 5 steps per epoch
     assert steps == {0.25: (7, 7, 4), 1.0: (7, 2, 17)}
     t = {"epochs": 40, "steps": 1000, "milestones": [30, 35], "schedule": "step"}
@@ -155,3 +158,16 @@ def test_predict_reads_every_protocols_checkpoint(data, pretrained, tmp_path):
         assert main(["predict", "--ckpt", str(run), "--data", str(data), "--split", "xsub",
                      "--out", str(pred)]) == 0  # fmt: skip
         assert len(list(pred.glob("*.txt"))) == m["test_sequences"], proto
+
+
+def test_calibration_reads_a_seeded_subset_of_at_most_the_cap(data, monkeypatch):
+    from skelcl.data import open_cache
+    from skelcl.train import finetune
+    from skelcl.train.data import SequenceStore
+
+    monkeypatch.setattr(finetune, "CALIBRATION_SEQUENCES", 5)
+    store = SequenceStore(open_cache(data), 1)
+    xs = list(finetune.calibration_batches(store, 2, 60, 0, "cpu"))
+    assert [x.shape[0] for x in xs] == [2, 2, 1] and all(x.shape[1] <= 60 for x in xs)
+    again = list(finetune.calibration_batches(store, 2, 60, 0, "cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(xs, again))  # seeded

@@ -121,11 +121,18 @@ def calibrate_bn(module: torch.nn.Module, batches) -> int:
     return n
 
 
+CALIBRATION_SEQUENCES = 256  # BatchNorm calibration of a frozen random encoder: at most this many
+
+
 def calibration_batches(store: SequenceStore, batch_size: int, max_frames: int, seed: int, device):
-    """Every sequence of `store` once, un-augmented, in length order (little padding), cut to a seeded
-    random window of at most max_frames: input tensors (B, T, M, 25, 3)."""
-    order = np.argsort(store.cache.lengths, kind="stable")
+    """The sequences of `store` once (a seeded subset of CALIBRATION_SEQUENCES when there are more),
+    un-augmented, in length order (little padding), each cut to a seeded random window of at most
+    max_frames: input tensors (B, T, M, 25, 3)."""
     rng = np.random.default_rng([seed, 30])
+    pick = np.arange(len(store))
+    if len(pick) > CALIBRATION_SEQUENCES:
+        pick = np.sort(rng.choice(len(store), CALIBRATION_SEQUENCES, replace=False))
+    order = pick[np.argsort(np.asarray(store.cache.lengths)[pick], kind="stable")]
     for i in range(0, len(order), batch_size):
         x, _, _ = store.batch(order[i : i + batch_size], max_frames=max_frames, rng=rng)
         yield to_tensor(x, device)
@@ -248,9 +255,11 @@ def run_finetune(
         start, history = resume_state(run, "localizer", model, optimizer, scheduler, device)
     elif frozen and not f["pretrained"]:
         calib = SequenceStore.from_config(train_cache, cfg["data"])
-        n = calibrate_bn(model.backbone, calibration_batches(calib, bs, int(t["max_frames"]), seed, device))
-        run.log(f"frozen random encoder: BatchNorm statistics calibrated on the {len(calib)} training "
-                f"sequences ({n} batches, no gradient steps)")  # fmt: skip
+        batches = calibration_batches(calib, 32, int(t["max_frames"]), seed, device)
+        n = calibrate_bn(model.backbone, batches)
+        n_seq = min(len(calib), CALIBRATION_SEQUENCES)
+        run.log(f"frozen random encoder: BatchNorm statistics calibrated on {n_seq} of the {len(calib)} "
+                f"training sequences ({n} batches, no gradient steps)")  # fmt: skip
     ddp = wrap(model, device)
     source = f["pretrained"] or "random init"
     run.log(f"finetune ({f['protocol']}, labels on {len(store) + len(val_idx)}/{len(train_cache)} sequences, "
@@ -269,7 +278,7 @@ def run_finetune(
     run.start_epochs(start, epochs)
     for epoch in range(start, epochs):
         set_train_mode(model, f["protocol"])
-        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: at the start of the epoch
+        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: that of the epoch's last step
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=False)
         batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
         total, count = 0.0, 0
@@ -286,6 +295,7 @@ def run_finetune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
             if per_step:
                 scheduler.step()
             total += float(loss.detach())
