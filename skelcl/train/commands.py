@@ -18,6 +18,7 @@ PRESETS = {
     "pretrain": (
         ("pretrain_skeletonclr", "the paper's GPU schedule: 600 epochs, width 1.0, batch 128 (default)"),
         ("pretrain_aimclr", "AimCLR-style base method, the paper's GPU schedule"),
+        ("pretrain_rvtclr", "RVTCLR base method with the authors' snippet loss (feature matching)"),
         ("pretrain_cpu", "a CPU-sized run: width 0.25, 10 epochs, batch 32 (the demo's pretraining)"),
     ),
     "finetune": (
@@ -64,7 +65,7 @@ def _add_common(p, default_config: str, needs_data: bool = True):
 def register(subparsers) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
-        "pretrain", help="contrastive pretraining (SkeletonCLR/AimCLR-style + snippets)",
+        "pretrain", help="contrastive pretraining (SkeletonCLR, RVTCLR or AimCLR-style, + snippet loss)",
         epilog=_epilog("pretrain"), formatter_class=fmt,
     )  # fmt: skip
     _add_common(p, "pretrain_skeletonclr")
@@ -102,8 +103,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
-    p = subparsers.add_parser("demo", help="one pretraining, then pretrained vs random init (few labels, "
-                              "linear probe), synthetic data")
+    p = subparsers.add_parser(
+        "demo",
+        help="one pretraining, then pretrained vs random init (few labels, linear probe), synthetic data",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
     p.add_argument("--out", required=True, help="output directory (metrics.json, report.md, plots)")
     p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
@@ -111,8 +114,10 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = subparsers.add_parser("experiment", help="pretraining rows x protocols over seeds: paired "
-                              "differences with 95 %% t-intervals (resumable)")
+    p = subparsers.add_parser(
+        "experiment",
+        help="pretraining rows x protocols over seeds: paired differences with 95 %% t-intervals (resumable)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="experiment config overrides")
     p.add_argument("--out", required=True, help="output directory (table.md, results.json, runs/)")
     p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
