@@ -185,6 +185,7 @@ def _interruptible(run_fn):
 
     from skelcl.train import run as run_mod
 
+    run_mod.ACTIVE = None  # set by the RunDir this run creates
     try:
         return run_fn()
     except KeyboardInterrupt:
