@@ -441,3 +441,15 @@ def test_full_scale_schedule_on_a_cpu_gets_a_note(capsys, monkeypatch):
     assert "--config pretrain_cpu" in capsys.readouterr().err
     _gpu_schedule_note(args, config.resolve("pretrain_cpu"))
     assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_before_the_run_folder_exists(tiny, tmp_path, capsys, monkeypatch):
+    import skelcl.train.pretrain as pre
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pre, "open_split", stop)
+    assert main(["pretrain", "--data", str(tiny), "--out", str(tmp_path / "r"), *PRE]) == 130
+    assert "before the run folder was created: nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
