@@ -1,12 +1,12 @@
 """One pretraining step, phase by phase, for each base method with and without the snippet loss.
 
-A step as skelcl.train.pretrain runs it: batch from the store -> augment.sample + augment.apply (numba)
--> MoCo forward (query encoder, momentum update, key encoder, losses through skelcl.kernels.info_nce)
--> backward -> SGD step -> queues take the keys. Phases are timed with perf_counter (with a CUDA
-synchronize on the GPU). Variants run in interleaved rounds (A, B, C, ..., A, B, C, ...) so load from
-other processes hits them alike; figures are medians over rounds, and each variant's cost is also given as
-the median per-round ratio to SkeletonCLR without the snippet loss. On the CPU only those ratios carry
-over to other machines; absolute times count on a named GPU.
+A step as skelcl.train.pretrain runs it (skelcl.benchmark.cases.PretrainVariant): batch from the store
+-> augment.sample + augment.apply (numba) -> MoCo forward (query encoder, momentum update, key encoder,
+losses through skelcl.kernels.info_nce) -> backward -> SGD step -> queues take the keys. Phases are timed
+with perf_counter (with a CUDA synchronize on the GPU). Variants run in interleaved rounds (A, B, C, ...,
+A, B, C, ...) so load from other processes hits them alike; figures are medians over rounds, and each
+variant's cost is also given as the median per-round ratio to SkeletonCLR without the snippet loss. On
+the CPU only those ratios carry over to other machines; absolute times count on a named GPU.
 
     python bench/bench_pretrain_step.py [--width 0.25] [--batch 32] [--rounds 5] [--device cpu]
         [--out bench/results/pretrain_step_cpu.json]
@@ -19,67 +19,42 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from skelcl import augment
+from skelcl.benchmark.cases import PretrainVariant
 from skelcl.data import open_cache
 from skelcl.data.synthetic import generate_cache
-from skelcl.models import MoCo
-from skelcl.train.data import SequenceStore, snippet_alignment, to_tensor
+from skelcl.train.data import SequenceStore
 
+DESIGNED = dict(match="feature", exclude_same_video=True)  # the design's snippet matching
 VARIANTS = {  # name: (MoCo keyword arguments, augmentation recipe)
     "skeletonclr": (dict(method="skeletonclr", snippet=False), "skeletonclr"),
-    "skeletonclr+snippet": (dict(method="skeletonclr", snippet=True), "skeletonclr"),
+    "skeletonclr+snippet": (dict(method="skeletonclr", snippet=True, **DESIGNED), "skeletonclr"),
     "skeletonclr+snippet(aligned)": (
-        dict(method="skeletonclr", snippet=True, match="aligned"),
+        dict(method="skeletonclr", snippet=True, match="aligned", exclude_same_video=True),
         "skeletonclr",
     ),
     "aimclr": (dict(method="aimclr", snippet=False), "aimclr"),
-    "aimclr+snippet": (dict(method="aimclr", snippet=True), "aimclr"),
+    "aimclr+snippet": (dict(method="aimclr", snippet=True, **DESIGNED), "aimclr"),
 }
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
 class Variant:
-    def __init__(self, name, args, device):
-        kw, recipe = VARIANTS[name]
-        torch.manual_seed(0)
-        self.name = name
-        self.model = MoCo(
-            dict(kind="stgcn", width=args.width, strides=(2, 5, 8)), queue_size=args.queue,
-            snippet_queue_size=args.snippet_queue, momentum=0.99, nn_warmup_epochs=0, **kw,
-        ).to(device)  # fmt: skip
-        self.recipe = augment.load_recipe(recipe)
-        self.opt = torch.optim.SGD(
-            [p for p in self.model.parameters() if p.requires_grad], lr=0.01, momentum=0.9
-        )
-        self.device = device
+    """A named variant: the `skelcl bench` pretraining step (skelcl.benchmark.cases.PretrainVariant)."""
 
-    def step(self, store, positions, rng, sync) -> dict:
-        t = {}
-        t0 = time.perf_counter()
-        x, lengths, _ = store.batch(positions)
-        params = augment.sample(self.recipe, lengths, rng)
-        views = [to_tensor(v, self.device) for v in augment.apply(x, lengths, params, backend="numba")]
-        align = to_tensor(snippet_alignment(params, self.model.num_snippets), self.device)
-        sync()
-        t1 = time.perf_counter()
-        loss, _ = self.model(views, epoch=1, align=align)
-        sync()
-        t2 = time.perf_counter()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sync()
-        t3 = time.perf_counter()
-        self.opt.step()
-        self.model.flush_queues()
-        sync()
-        t4 = time.perf_counter()
-        t.update(data=t1 - t0, forward=t2 - t1, backward=t3 - t2, optimizer=t4 - t3, total=t4 - t0)
+    def __init__(self, name, args, store, device):
+        kw, recipe = VARIANTS[name]
+        s = dict(width=args.width, batch=args.batch, queue=args.queue, squeue=args.snippet_queue)
+        self.name = name
+        self.run = PretrainVariant(store, s, device, prefetch=False, recipe=recipe, **kw)
+
+    def step(self) -> dict:
+        t = self.run()
+        t["total"] = sum(t.values())
         return t
 
 
@@ -99,7 +74,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     names = [v.strip() for v in args.variants.split(",")]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -110,16 +84,14 @@ def main() -> None:
         store = SequenceStore(open_cache(data), bodies=2)
         for i in range(len(store)):
             store.get(i)  # normalization happens once, as in training after the first epoch
-        variants = [Variant(n, args, device) for n in names]
-        rng = np.random.default_rng(0)
-        positions = lambda: rng.choice(len(store), size=args.batch, replace=False)  # noqa: E731
+        variants = [Variant(n, args, store, device) for n in names]
         for v in variants:  # warm-up: numba compilation, allocator, queues filled
             for _ in range(3):
-                v.step(store, positions(), rng, sync)
+                v.step()
         rounds = {n: [] for n in names}
         for _ in range(args.rounds):
             for v in variants:
-                times = [v.step(store, positions(), rng, sync) for _ in range(args.steps)]
+                times = [v.step() for _ in range(args.steps)]
                 rounds[v.name].append({k: float(np.mean([t[k] for t in times])) for k in times[0]})
 
     base = names[0]

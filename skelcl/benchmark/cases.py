@@ -496,9 +496,10 @@ def step_settings(quick, device):
 class PretrainVariant:
     """One pretraining step as skelcl.train.pretrain runs it (batch -> numba augmentation -> MoCo forward
     -> backward -> SGD -> queues), timed by phase; with prefetch the batch comes from a background thread
-    and the data phase is the time spent waiting for it."""
+    and the data phase is the time spent waiting for it. `moco` overrides the MoCo arguments (default:
+    SkeletonCLR with the aligned snippet loss, as in the demo); the recipe is the method's."""
 
-    def __init__(self, store, s, device, snippet, prefetch, method="skeletonclr"):
+    def __init__(self, store, s, device, prefetch=False, recipe=None, **moco):
         import torch
 
         from skelcl import augment
@@ -507,27 +508,31 @@ class PretrainVariant:
 
         torch.manual_seed(0)
         self.device, self.store, self.s = torch.device(device), store, s
-        self.model = MoCo(
-            dict(kind="stgcn", width=s["width"], strides=(2, 5, 8)),
-            method=method,
-            snippet=snippet,
+        kw = dict(
+            method="skeletonclr",
+            snippet=True,
             match="aligned",
             exclude_same_video=False,
-            queue_size=s["queue"],
-            snippet_queue_size=s["squeue"],
             momentum=0.99,
             nn_warmup_epochs=0,
-        ).to(device)
-        self.opt = torch.optim.SGD(
-            [p for p in self.model.parameters() if p.requires_grad], lr=0.01, momentum=0.9
+            queue_size=s["queue"],
+            snippet_queue_size=s["squeue"],
         )
-        recipe = augment.load_recipe(method)
+        kw.update(moco)
+        backbone = dict(kind="stgcn", width=s["width"], strides=(2, 5, 8))
+        self.model = MoCo(backbone, **kw).to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        recipe = augment.load_recipe(recipe or kw["method"])
         n = len(store)
-        batches = [np.random.default_rng([0, i]).choice(n, s["batch"], replace=False) for i in range(64)]
-        S = self.model.num_snippets if snippet else 0
-        feed = pretrain_feed(store, batches, recipe, 0, 0, "numba", S, device, prefetch=prefetch)
+        self.batches = [np.random.default_rng([0, i]).choice(n, s["batch"], replace=False) for i in range(64)]
+        S = self.model.num_snippets if self.model.snippet else 0
+        key_view = getattr(self.model, "snippet_key_view", 1)
+        feed = pretrain_feed(
+            store, self.batches, recipe, 0, 0, "numba", S, device, prefetch=prefetch, key_view=key_view
+        )
         make = feed.make  # step i -> batch i mod 64: an endless stream
-        self.feed = Prefetcher(lambda i: make(i % 64), 1 << 40, prefetch, device)
+        self.feed = Prefetcher(lambda i: (i % 64, make(i % 64)), 1 << 40, prefetch, None)
         self.it = iter(self.feed)
         self.sync = _sync(device) or (lambda: None)
         self.amp = self.device.type == "cuda"
@@ -535,12 +540,16 @@ class PretrainVariant:
     def __call__(self):
         import torch
 
+        from skelcl.train.data import to_device
+
         t0 = time.perf_counter()
-        views, align = next(self.it)
+        i, (views, align) = next(self.it)
+        views, align = to_device((views, align), self.device)
+        video = torch.as_tensor(self.batches[i], dtype=torch.long, device=self.device)  # ids, as in training
         self.sync()
         t1 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            loss, _ = self.model(views, epoch=1, align=align)
+            loss, _ = self.model(views, epoch=1, align=align, video=video)
         self.sync()
         t2 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
@@ -569,7 +578,7 @@ def case_pretrain_step(quick, device, workdir):
         base = "skeletonclr+snippet" if snippet else "skeletonclr"
         for prefetch in (False, True):
             label = base + ("+prefetch" if prefetch else "")
-            step = PretrainVariant(store, s, device, snippet, prefetch)
+            step = PretrainVariant(store, s, device, prefetch, snippet=snippet)
 
             def run(step=step, k=s["steps"]):
                 times = [step() for _ in range(k)]
