@@ -479,8 +479,8 @@ def _write(out: Path, exp: dict, results: list, pre_stats: list, data) -> str:
                   comparison_table(vs_random, "comparison"), ""]  # fmt: skip
     parts += [summarize(results, "mAP@0.5", protocols), ""]
     if pre_stats:
-        keys = [k for k in dict.fromkeys(k for s in pre_stats for k in s)
-                if k.startswith(("loss", "snippet_", "first_loss", "chance_loss", "own_video"))]  # fmt: skip
+        shown = ("loss", "snippet_", "first_loss", "chance_loss", "motion_", "queue_own_", "squeue_own_")
+        keys = [k for k in dict.fromkeys(k for s in pre_stats for k in s) if k.startswith(shown)]
         lines = ["| pretraining | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
         for s in pre_stats:
             vals = [f"{s[k]:.3f}" if isinstance(s.get(k), (int, float)) else "-" for k in keys]
