@@ -542,6 +542,8 @@ class PretrainVariant:
 
         from skelcl.train.data import to_device
 
+        if self.amp:
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         i, (views, align) = next(self.it)
         views, align = to_device((views, align), self.device)
@@ -560,12 +562,29 @@ class PretrainVariant:
         self.model.flush_queues()
         self.sync()
         t4 = time.perf_counter()
-        return {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+        out = {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+        if self.amp:
+            out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
+
+def _steps(step, k):
+    """A callable running k steps; returns the mean phase seconds per step (peak memory: the maximum)."""
+
+    def run():
+        times = [step() for _ in range(k)]
+        out = {p: sum(t[p] for t in times) / k for p in PHASES}
+        if "peak_gib" in times[0]:
+            out["peak_gib"] = max(t["peak_gib"] for t in times)
+        return out
+
+    return run
 
 
 def case_pretrain_step(quick, device, workdir):
     """One pretraining step (SkeletonCLR, aligned snippet loss as in the demo) by phase, with and without
-    the snippet loss, with and without prefetching the next batch."""
+    the snippet loss, with and without prefetching the next batch; on a GPU also with a 1,048,576-row
+    snippet queue, and the peak memory of a step."""
     from skelcl.data import open_cache
     from skelcl.train.data import SequenceStore
 
@@ -580,13 +599,15 @@ def case_pretrain_step(quick, device, workdir):
             label = base + ("+prefetch" if prefetch else "")
             step = PretrainVariant(store, s, device, prefetch, snippet=snippet)
 
-            def run(step=step, k=s["steps"]):
-                times = [step() for _ in range(k)]
-                return {p: sum(t[p] for t in times) / k for p in PHASES}
-
-            variants[label] = run
+            variants[label] = _steps(step, s["steps"])
         plain[base + "+prefetch"] = base
     plain["skeletonclr+snippet"] = "skeletonclr"
+    if str(device).startswith("cuda") and not quick:  # the largest snippet queue of the targets
+        big = dict(s, squeue=1 << 20)
+        variants["skeletonclr+snippet+prefetch+squeue1M"] = _steps(
+            PretrainVariant(store, big, device, True, snippet=True), s["steps"]
+        )
+        plain["skeletonclr+snippet+prefetch+squeue1M"] = "skeletonclr+snippet+prefetch"
     for run in variants.values():
         run()  # numba, allocator, queues filled
     return Case(

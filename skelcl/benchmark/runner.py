@@ -221,6 +221,7 @@ def run(
         if not torch.cuda.is_available():
             raise SkelclError("--suite gpu needs a CUDA device (torch.cuda.is_available() is false)")
         ceilings = measure_ceilings()
+        torch.cuda.empty_cache()  # the cases run in a subprocess: leave it the card's memory
         machine["ceilings"] = ceilings
         recs = run_cases("gpu", _check_names(names, cases.GPU_CASES), quick, "cuda", progress=progress)
         if not skip_gpu_check:

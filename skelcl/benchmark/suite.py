@@ -89,8 +89,9 @@ def _iqr(x) -> float:
 
 def summarize(info: dict) -> list[dict]:
     """Records (skelcl.benchmark.record schema) of one case from its extra_info["skelcl"]: one per variant,
-    and for variants that report phases one per phase (milliseconds per step, "<case>/<variant>/<phase>")
-    plus the share of the step spent on data ("<case>/<variant>/data_share", percent)."""
+    and for variants that report phases one per phase (milliseconds per step, "<case>/<variant>/<phase>";
+    GiB for a "..._gib" peak memory) plus the share of the step spent on data
+    ("<case>/<variant>/data_share", percent)."""
     case, unit, suite = info["case"], info["unit"], info["suite"]
     secs = {k: np.asarray(v, dtype=float) for k, v in info["seconds"].items()}
     rate = unit.endswith("/s")
@@ -114,12 +115,13 @@ def summarize(info: dict) -> list[dict]:
         if steps:
             keys = list(steps[0])
             per_step = t / max(1, info["params"].get("steps", 1))
-            for key in keys:
-                ms = np.array([p[key] for p in steps]) * 1e3
+            for key in keys:  # seconds per step, or a peak memory in GiB ("..._gib")
+                gib = key.endswith("_gib")
+                ms = np.array([p[key] for p in steps]) * (1 if gib else 1e3)
                 out.append(
                     make_record(
                         f"{case}/{label}/{key}",
-                        "ms",
+                        "GiB" if gib else "ms",
                         float(np.median(ms)),
                         spread=_iqr(ms),
                         rounds=len(ms),
