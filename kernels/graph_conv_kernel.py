@@ -27,8 +27,9 @@ the joint padding, about 1.0 ms at the H100's measured 694 TFLOP/s; about 1.5 GB
 0.5 ms at 3 TB/s: compute-bound. Known limit: an X tile row is 25 joints at an arbitrary offset, so
 bf16 X tiles cannot travel by cp.async (4-byte minimum) and the compiler does not pipeline them (W
 tiles and float32 tiles it does); PREFETCH issues the next X block's loads into registers before the
-current block's product instead. dA is written per program (one row tile each: a multi-tile loop
-spilled registers), K x VP x VP floats per program. Next step if the GPU timings fall short:
+current block's product instead. dA is written per program (one row tile each), K x VP x VP floats
+per program; the bf16 dA launch spills 72 bytes per thread on sm_90 (scripts/aot_check_graph_conv.py).
+Next step if the GPU timings fall short:
 keep (t, v) contiguous (5 frames = 125 of 128 columns), apply A_k as a 128 x 128 block-diagonal
 matrix (more FLOPs for the A product, but whole-row loads that pipeline / use TMA when T*V*2 % 16 == 0).
 
@@ -88,7 +89,7 @@ def _gc_kernel(
 
     y[n, o, t, w] = sum_k sum_v (sum_c w[k, o, c] x[n, c, t, v]) a[k, v, w] (+ b[o]) (+ r) (ReLU).
     With NEED_DA: da[program, k] = sum_{o, t} xa[n, o, t, :]^T (sum_c w[k, o, c] x[n, c, t, :]).
-    One row tile per program: a loop over several tiles made the compiler spill registers (sm_90).
+    One row tile per program (a loop over several tiles would hold more state in registers).
     """
     pid = tl.program_id(0)
     n_ob = tl.cdiv(C_out, BO)
@@ -262,9 +263,13 @@ def _pow2(n, lo, hi):
     return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
 
 
-# GPU defaults were chosen by compiling for sm_90 without a GPU (triton.compile + cuobjdump -res-usage):
-# wider tiles (BO 128, or BT 8) spilled registers to local memory; these did not. Timings on a GPU come
-# from the sweep in scripts/gpu_check.py.
+# GPU defaults were chosen by compiling for sm_90 without a GPU (scripts/aot_check_graph_conv.py:
+# triton.compile + cuobjdump -res-usage). What it prints with Triton 3.9 (2026-12-02) at the backbone
+# shapes: no STACK (spills) for the forward, dX and dW launches, except at layer 1 (C_in 3) in bf16 (dX
+# 72 bytes, a launch the ST-GCN input never needs; dW 24 bytes); the dA launch (AGCN only) spills 72
+# bytes in bf16 at every shape, and 24 bytes in float32 at layer 1 (without wgmma there). Among the
+# sweep candidates at C 256 in bf16, dW with BO 128 spills 296 bytes and dW with BT 4 at 4 warps 544.
+# Timings on a GPU come from the sweep in scripts/gpu_check.py.
 def fwd_config(c_in, c_out, dtype, device, need_da=False):
     """Tiles of `_gc_kernel`: dict(BO, BC, BT, num_warps, num_stages)."""
     if device.type != "cuda":
@@ -290,7 +295,7 @@ def dw_config(c_in, c_out, dtype, device):
         bo, bc = _pow2(c_out, 16, 64), _pow2(c_in, 16, 64)
         stages = 2 if dtype == torch.float32 else 3
         cfg = dict(BO=bo, BC=bc, BT=4, num_warps=8 if bo * bc >= 64 * 64 else 4, num_stages=stages)
-        cfg["prefetch"] = False  # bf16 with prefetch spilled ~120 bytes (sm_90); the sweep times both
+        cfg["prefetch"] = False  # bf16 with prefetch spills 120 bytes (sm_90, C 256); the sweep times both
     return {**cfg, **{k[3:]: v for k, v in OVERRIDE.items() if k.startswith("dw_")}}
 
 

@@ -273,11 +273,14 @@ def _block_d(d):
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per (dot mode, padded d, groups); dot modes: 16-bit inputs,
 # float32 as tf32, float32 as 3xtf32 (torch's "highest" matmul precision). Picked for sm_90 from the
-# compiler's output, without a GPU (scripts/infonce_sm90_static.py under Triton 3.6 and 3.9: registers,
-# local-memory spills, HGMMA tiles); not yet timed (scripts/gpu_check.py sweeps candidates).
-# The groups variants hold one more mask tile, hence their own entries.
+# compiler's output, without a GPU: scripts/infonce_sm90_static.py (registers, local-memory spills as
+# LDL/STL counts, HGMMA tiles). The counts below are what it prints with Triton 3.9 (2026-12-02); the GPU
+# machine's Triton 3.6 may differ (it was reported to spill more in the 3xtf32 forward). Every entry not
+# marked compiles without LDL/STL. Not yet timed (scripts/gpu_check.py sweeps candidates). The groups
+# variants (key and queue groups) hold more mask tiles, hence their own entries.
 _FWD_TILES = {
     ("16bit", 64, False): (128, 128, 8, 3),
+    ("16bit", 64, True): (128, 64, 8, 3),  # (128, 128) spills 26 LDL/STL with groups
     ("16bit", 128, False): (128, 128, 8, 3),
     ("16bit", 128, True): (128, 64, 8, 3),
     ("16bit", 256, False): (64, 64, 4, 2),
@@ -285,10 +288,10 @@ _FWD_TILES = {
     ("tf32", 64, False): (128, 64, 8, 3),
     ("tf32", 128, False): (128, 64, 8, 2),
     ("tf32", 128, True): (128, 32, 8, 2),
-    ("tf32", 256, False): (64, 16, 8, 2),  # spills some (Triton 3.6)
+    ("tf32", 256, False): (64, 16, 8, 2),  # spills: 27 LDL/STL (101 with groups)
     ("tf32x3", 64, False): (128, 32, 8, 2),
-    ("tf32x3", 128, False): (128, 16, 8, 2),  # spills some: hi/lo copies of each operand
-    ("tf32x3", 256, False): (64, 16, 4, 1),  # spills heavily whatever the tiles (hi/lo operand copies)
+    ("tf32x3", 128, False): (128, 16, 8, 2),  # spills: 30 LDL/STL (hi/lo copies of each operand)
+    ("tf32x3", 256, False): (64, 16, 4, 1),  # spills heavily: 2,061 LDL/STL
 }
 _DK_TILES = {  # BLOCK_N keys held per program, BLOCK_M queries per step
     ("16bit", 64, False): (64, 128, 8, 3),
@@ -301,8 +304,8 @@ _DK_TILES = {  # BLOCK_N keys held per program, BLOCK_M queries per step
     ("tf32", 256, False): (16, 64, 8, 2),
     ("tf32", 256, True): (16, 32, 8, 2),
     ("tf32x3", 64, False): (16, 64, 4, 2),
-    ("tf32x3", 128, False): (16, 64, 8, 2),
-    ("tf32x3", 256, False): (16, 64, 4, 1),
+    ("tf32x3", 128, False): (16, 64, 8, 2),  # spills: 46 LDL/STL (72 with groups)
+    ("tf32x3", 256, False): (16, 64, 4, 1),  # spills heavily: 856 LDL/STL
 }
 _TILE_NAMES = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 SWEEP_FWD = {  # candidates timed by scripts/gpu_check.py (d = 128); the first is the default

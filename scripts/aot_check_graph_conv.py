@@ -3,13 +3,17 @@
 backbone layer shape and launch, registers, stack (spilled) bytes, shared memory, whether wgmma was
 used and how X tiles load. Needs only the ptxas / cuobjdump shipped inside the triton wheel.
 
-    TRITON_DEFAULT_FP_FUSION=1 python scripts/aot_check_graph_conv.py
+    TRITON_DEFAULT_FP_FUSION=1 python scripts/aot_check_graph_conv.py            # backbone shapes
+    TRITON_DEFAULT_FP_FUSION=1 python scripts/aot_check_graph_conv.py --sweep    # + gpu_check's sweeps
 
 Arguments get the divisibility-by-16 hints a real launch at T = 64 gets (pointers, channel counts, T,
-strides); V = 25 gets none. The default tiles in kernels/graph_conv_kernel.py were picked with this
-(no STACK at the backbone shapes, with Triton 3.6 and 3.9).
+strides); V = 25 gets none. The default tiles in kernels/graph_conv_kernel.py were picked with this; the
+comment above its fwd_config states what it prints (Triton 3.9, 2026-12-02: no STACK except the bf16
+dA launches, layer 1 in bf16 and the float32 dA launch at layer 1). --sweep also compiles the dW and
+forward tile candidates that scripts/gpu_check.py times at the unit shape (C 256, bf16).
 """
 
+import argparse
 import os
 import re
 import subprocess
@@ -47,7 +51,35 @@ def compile_report(kernel, sig, consts, num_warps, num_stages):
     return f"{usage} smem={k.metadata.shared} {mma} cp.async={ptx.count('cp.async.cg')}"
 
 
+def sweep():
+    """The candidates of scripts/gpu_check.py at the unit shape (C_in = C_out = 256, bf16)."""
+    from gpu_check import DW_SWEEP, FWD_SWEEP
+
+    p = "*bf16"
+    fsig = dict(x_ptr=p, w_ptr=p, a_ptr=p, b_ptr="*fp32", r_ptr=p, y_ptr=p, xa_ptr=p, da_ptr="*fp32")
+    fsig.update({n: "i32" for n in "C_in C_out T V n_tb swk swo swc sak sav saw".split()})
+    dsig = dict(g_ptr=p, x_ptr=p, a_ptr=p, dw_ptr="*fp32")
+    dsig.update({n: "i32" for n in "K C_in C_out T V n_tb num_tiles tiles_per_prog sak sav saw".split()})
+    for bo, bc, bt, nw, ns, pf in DW_SWEEP:
+        c = dict(saw=1, BO=bo, BC=bc, BT=bt, VP=32, PREC="tf32", ROUND=1, PREFETCH=pf)
+        rep = compile_report(gck._gc_dw_kernel, dsig, c, nw, ns)
+        print("bf16 dw-sweep 256 256", (bo, bc, bt, nw, ns, pf), rep, flush=True)
+    for bo, bc, bt, nw, ns, pf in FWD_SWEEP:
+        c = dict(K=3, HAS_BIAS=True, HAS_RES=False, RELU=False, STORE_Y=True, NEED_DA=False, swc=1, saw=1)
+        c.update(PREC="tf32", ROUND=1, PREFETCH=pf, BO=bo, BC=bc, BT=bt, VP=32)
+        rep = compile_report(gck._gc_kernel, fsig, c, nw, ns)
+        print("bf16 fwd-sweep 256 256", (bo, bc, bt, nw, ns, pf), rep, flush=True)
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", action="store_true", help="also gpu_check.py's tile candidates")
+    ap.add_argument("--sweep-only", action="store_true", help="only gpu_check.py's tile candidates")
+    args = ap.parse_args()
+    if args.sweep or args.sweep_only:
+        sweep()
+    if args.sweep_only:
+        return
     for dt, tdt, rnd in (("bf16", torch.bfloat16, 1), ("fp32", torch.float32, 0)):
         p = f"*{dt}"
         fsig = dict(x_ptr=p, w_ptr=p, a_ptr=p, b_ptr="*fp32", r_ptr=p, y_ptr=p, xa_ptr=p, da_ptr="*fp32")

@@ -37,6 +37,7 @@ def test_plan_sums_to_at_most_420_seconds_in_the_required_order():
     assert total == sum(sections.values()) <= 420
     mod = load()
     assert mod.BUDGET_S <= 420 and [name for name, _, _ in mod.PLAN] == ORDER
+    assert mod.DW_SWEEP[0][3] == 4  # the dW sweep times the 4-warp variant without spills first
 
 
 def _records(path):
