@@ -153,30 +153,32 @@ def test_history_draws_png(tmp_path, capsys):
 
 
 def test_gpu_records_adapter_and_h100_scaling():
+    # shaped like scripts/gpu_check.py's records (name, unit, value, section, t_s and fields of their own)
     raw = [
-        {
-            "name": "infonce_65536_bf16",
-            "unit": "ms",
-            "value": 20.0,
-            "eager_ms": 100.0,
-            "speedup": 5.0,
-            "dtype": "bf16",
-        },
-        {"name": "infonce_65536_bf16", "unit": "ms", "value": 21.0},
-        {"name": "check_graph_conv", "ok": True},
-        {"name": "ceiling_copy", "unit": "TB/s", "value": 4.1, "h100_value": 3.0},
-    ]
+        {"name": "env", "unit": "card", "value": "NVIDIA H200", "section": "setup", "t_s": 1.0},
+        {"name": "ceiling/d2d_copy", "unit": "TB/s", "value": 4.1, "h100": 3.0, "ratio": 0.73, "t_s": 3.0},
+        {"name": "infonce/inbatch_65536/bf16/triton", "unit": "ms", "value": 20.0, "h100_equiv_ms": 25.0,
+         "speedup_vs_eager": 5.0, "peak_extra_MiB": 120.5, "target": {"ms": 21.1}, "section": "headline"},
+        {"name": "infonce/inbatch_65536/bf16/triton", "unit": "ms", "value": 21.0, "section": "sweeps"},
+        {"name": "compile/backbone", "unit": "ms", "value": None, "skipped": "--small"},
+        {"name": "check/graph_conv/unit", "unit": "max_rel_err", "value": 0.004, "ok": True},
+    ]  # fmt: skip
     recs, other = runner.adapt_gpu_records(raw)
-    assert [r["name"] for r in recs] == [
-        "gpu_check/infonce_65536_bf16",
-        "gpu_check/infonce_65536_bf16#2",
-        "gpu_check/ceiling_copy",
+    names = [r["name"] for r in recs]
+    tri_name = "gpu_check/infonce/inbatch_65536/bf16/triton"
+    assert names == [
+        "gpu_check/ceiling/d2d_copy",
+        tri_name,
+        tri_name + "#2",
+        "gpu_check/check/graph_conv/unit",
     ]
-    assert (
-        recs[0]["ratio"] == 5.0 and recs[0]["plain_value"] == 100.0 and recs[0]["params"]["dtype"] == "bf16"
-    )
-    assert recs[1]["ratio"] is None and recs[2]["h100_value"] == 3.0 and recs[2]["higher_is_better"]
-    assert other == [{"name": "check_graph_conv", "ok": True}]
+    copy, tri, tri2, check = recs
+    assert copy["ratio"] is None and copy["h100_value"] is None  # "ratio" / "h100" there are not figures
+    assert copy["higher_is_better"] and not check["higher_is_better"] and check["params"]["ok"] is True
+    assert tri["ratio"] == 5.0 and tri["plain_value"] == 100.0 and tri["h100_value"] == 25.0
+    assert tri["params"]["peak_extra_MiB"] == 120.5 and "target" not in tri["params"]  # scalars only
+    assert tri2["ratio"] is None and tri2["plain_value"] is None
+    assert [o["name"] for o in other] == ["env", "compile/backbone"]
     ceilings = {"bf16_tflops": 2 * 694.0, "copy_tbps": 4.5}  # a card twice as fast in compute as an H100
     step = runner.with_h100(make_record("step", "ms", 10.0, suite="gpu"), ceilings)
     assert step["h100_value"] == pytest.approx(20.0)
@@ -238,10 +240,19 @@ def test_candidate_graph_conv_matches_einsum():
 
     from skelcl.benchmark.cases import graph_conv_conv1x1
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny float64 ops: one thread is far faster on a busy machine
+    try:
+        _check_candidate(torch, graph_conv_conv1x1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_candidate(torch, graph_conv_conv1x1):
     g = torch.Generator().manual_seed(3)
     x, w, a, b, r = (
         torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=i < 4)
-        for i, s in enumerate([(2, 4, 6, 25), (3, 5, 4), (3, 25, 25), (5,), (2, 5, 6, 25)])
+        for i, s in enumerate([(2, 4, 6, 7), (3, 5, 4), (3, 7, 7), (5,), (2, 5, 6, 7)])
     )
     ref = torch.relu(torch.einsum("koc,nctv,kvw->notw", w, x, a) + b.view(1, -1, 1, 1) + r)
     out = graph_conv_conv1x1(x, w, a, b, residual=r, activation="relu")

@@ -120,9 +120,9 @@ def with_h100(rec: dict, ceilings: dict | None) -> dict:
 
 
 # -- scripts/gpu_check.py --------------------------------------------------------------------------------
-RATIO_KEYS = ("ratio", "speedup", "x_eager", "speedup_vs_eager", "vs_eager")
-PLAIN_KEYS = ("plain_value", "eager", "eager_value", "eager_ms", "baseline")
-H100_KEYS = ("h100_value", "h100_equiv", "h100_equivalent", "h100_ms")
+RATIO_KEYS = ("speedup_vs_eager", "speedup", "x_eager")  # not "ratio": gpu_check uses it for scales
+PLAIN_KEYS = ("plain_value", "eager_value", "eager_ms")
+H100_KEYS = ("h100_value", "h100_equiv_ms", "h100_equiv", "h100_equivalent")  # not "h100": the anchor
 SPREAD_KEYS = ("spread", "iqr", "std")
 
 
@@ -133,10 +133,10 @@ def _num(x):
 def adapt_gpu_records(raw: list, prefix: str = "gpu_check") -> tuple[list, list]:
     """(records in this schema, the records that are not figures) from scripts/gpu_check.py's list of
     dicts, each with at least name, unit and value. Optional fields it may carry: a spread (spread / iqr /
-    std), the eager value (plain_value / eager / eager_value / eager_ms / baseline), the speed-up over eager
-    (ratio / speedup / x_eager / ...), an H100-equivalent (h100_value / h100_equiv / ...); every other
-    field goes into params. Records without a numeric value (correctness verdicts, notes) are returned
-    apart; a repeated name gets a #2, #3 ... suffix."""
+    std), the eager value (plain_value / eager_value / eager_ms; for times also value x speed-up), the
+    speed-up over eager (speedup_vs_eager / speedup / x_eager), an H100-equivalent (h100_value /
+    h100_equiv_ms / ...); every other scalar field goes into params. Records without a numeric value
+    (skipped rows, notes) are returned apart; a repeated name gets a #2, #3 ... suffix."""
     out, other, seen = [], [], {}
     for r in raw:
         if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not _num(r.get("value")):
@@ -152,6 +152,9 @@ def adapt_gpu_records(raw: list, prefix: str = "gpu_check") -> tuple[list, list]
             return next((float(r[k]) for k in keys if _num(r.get(k))), None)
 
         ratio = first(RATIO_KEYS)
+        plain_value = first(PLAIN_KEYS)
+        if plain_value is None and ratio and unit == "ms":  # the eager time, from the speed-up over it
+            plain_value = float(r["value"]) * ratio
         used = {"name", "unit", "value", *RATIO_KEYS, *PLAIN_KEYS, *H100_KEYS, *SPREAD_KEYS}
         params = {k: v for k, v in r.items() if k not in used and isinstance(v, (str, int, float, bool))}
         out.append(
@@ -163,7 +166,7 @@ def adapt_gpu_records(raw: list, prefix: str = "gpu_check") -> tuple[list, list]
                 spread=abs(first(SPREAD_KEYS) or 0.0),
                 higher_is_better=r.get("higher_is_better"),
                 plain=f"{name} (eager)" if ratio else None,
-                plain_value=first(PLAIN_KEYS),
+                plain_value=plain_value,
                 ratio=ratio if ratio and ratio > 0 else None,
                 h100_value=first(H100_KEYS),
                 params=params,
