@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def compare(results: list, metric: str, row: str, ref: str, protocol: str) -> di
 
 
 def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    """A run-name part from a row label: "RVTCLR + snippet (aligned)" -> "rvtclr-snippet-aligned"."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def check_rows(exp: dict) -> list:
