@@ -186,6 +186,12 @@ def test_experiment_end_to_end_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert re.findall(r"\[\d/8\] (\S+):", printed) == ["ft_random_linear-simple-l0.5_s1"]
     assert json.loads((out / "results.json").read_text())["results"] == data["results"]
+    # --table-only collects the finished runs and runs nothing (row C has none)
+    rows = "rows=[{label: A, method: skeletonclr, seeds: 1}, {label: C, method: aimclr}]"
+    assert main([args[0], "--table-only", *args[1:], rows, "comparisons=[]"]) == 0
+    assert "[1/" not in capsys.readouterr().out and not list((out / "runs").glob("pre_c_*"))
+    got = json.loads((out / "results.json").read_text())["results"]
+    assert got == [r for r in data["results"] if r["row"] != "B"]
     # settings chosen on the data seed: refused
     assert main([*args, "data.tuning_seeds=[0]"]) == 2
     assert "tuning_seeds" in capsys.readouterr().err
