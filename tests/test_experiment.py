@@ -121,6 +121,20 @@ def test_plan_runs_each_cell_once_and_rows_use_their_seeds():
         check_comparisons(_exp(comparisons=[["SkeletonCLR", "nope"]]))
 
 
+def test_plan_runs_rows_on_every_seed_and_references_first():
+    """A study stopped early must hold whole replicates of its main rows: every run of a row on all seeds,
+    and of the references, comes before any run of a row with fewer seeds."""
+    exp = _exp(seeds=[0, 1, 2], references=True,
+               rows=[{"label": "Few", "method": "skeletonclr", "seeds": 2},
+                     {"label": "All", "method": "skeletonclr"}],
+               protocols={"ft100": {"protocol": "finetune", "label_fraction": 1.0}})  # fmt: skip
+    rows = [j["row"] for j in plan(exp)]
+    last_main = max(i for i, r in enumerate(rows) if r != "Few")
+    first_few = rows.index("Few")
+    assert first_few > last_main
+    assert rows.count("Few") == 2 * 2  # two seeds, a pretraining and one fine-tuning each
+
+
 @pytest.mark.parametrize("name", ["experiment", "study_snippet"])
 def test_shipped_experiment_configs_are_sound(name, tmp_path):
     """Rows merge into their method's pretraining config, comparisons name rows, the study's data seed is
@@ -163,9 +177,7 @@ def test_experiment_end_to_end_resumes(tmp_path, capsys):
     args = ["experiment", "--out", str(out), "--quiet", *TINY]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert re.search(
-        r"\[1/8\] pre_a_s0: \d+ s; elapsed 0:\d\d:\d\d, ETA 0:\d\d:\d\d \(7 runs left\)", printed
-    )
+    assert re.search(r"\[1/8\] [\w.-]+: \d+ s; elapsed 0:\d\d:\d\d, ETA 0:\d\d:\d\d \(7 runs left\)", printed)
     table = (out / "table.md").read_text()
     assert "B − A" in table and f"A − {TRAINABLE}" in table and f"A − {FROZEN_REF}" in table
     assert "2 optimizer steps" in table and "data seed 0" in table

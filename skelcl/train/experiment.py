@@ -271,12 +271,16 @@ class Progress:
 
 
 def plan(exp: dict) -> list:
-    """Every run of the experiment in execution order: dicts {name, kind, ...}, one replicate after the
-    other (pretraining, then its fine-tunings; then the random-init references)."""
+    """Every run of the experiment in execution order: dicts {name, kind, ...}. Two passes, so a study
+    stopped early holds whole replicates of its main rows: first the rows that run on every seed and the
+    random-init references, one replicate after the other (pretraining, then its fine-tunings; then the
+    references); then the rows with fewer seeds, replicate by replicate."""
     rows, protocols = check_rows(exp), exp["protocols"]
+    full = [r for r in rows if len(r[2]) == len(exp["seeds"])]
+    passes = [(full, True), ([r for r in rows if r not in full], False)]
     jobs, seen = [], set()
-    for seed in exp["seeds"]:
-        for label, method, seeds, pre in rows:
+    for (pass_rows, with_refs), seed in ((p, s) for p in passes for s in exp["seeds"]):
+        for label, method, seeds, pre in pass_rows:
             if seed not in seeds:
                 continue
             pre_name = f"pre_{_slug(label)}_s{seed}"
@@ -286,7 +290,7 @@ def plan(exp: dict) -> list:
                 jobs.append({"name": f"ft_{_slug(label)}_{_proto_tag(proto)}_s{seed}",
                              "kind": f"finetune {_proto_tag(proto)}", "proto": proto, "pretrained": pre_name,
                              "seed": seed, "row": label, "protocol": pname})  # fmt: skip
-        if exp.get("references"):
+        if with_refs and exp.get("references"):
             for pname, proto in protocols.items():
                 for ref, rproto in reference_protocols(proto).items():
                     name = f"ft_random_{_proto_tag(rproto)}_s{seed}"
