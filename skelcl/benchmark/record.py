@@ -170,8 +170,9 @@ def cpu_model() -> str:
 
 
 def fingerprint() -> dict:
-    """The machine: CPU model, cores (and those this process may use), load average, memory, platform and
-    the CUDA card when there is one (the card's GEMM / copy ceilings come from the GPU suite)."""
+    """The machine: CPU model, cores (and those this process may use), load average, memory, platform, the
+    thread environment variables set, and the CUDA card when there is one (the card's GEMM / copy ceilings
+    come from the GPU suite)."""
     info = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -179,6 +180,9 @@ def fingerprint() -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "platform": platform.platform(),
     }
+    # thread settings that change CPU figures (OpenMP's active spin-wait costs a lot on a shared machine)
+    keys = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "KMP_BLOCKTIME")
+    info["thread_env"] = {k: os.environ[k] for k in keys if k in os.environ}
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
         info["memory_gib"] = round(pages * size / 2**30, 1)
