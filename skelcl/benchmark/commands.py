@@ -34,7 +34,11 @@ def register(subparsers) -> None:
         "--gpu-script", metavar="PATH", help="scripts/gpu_check.py of the checkout (default: found)"
     )
     p.add_argument("--no-gpu-check", action="store_true", help="GPU suite without scripts/gpu_check.py")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (one plain line per finished case instead, as when stderr is not a terminal)",
+    )
     p.set_defaults(func=_run)
     sub = p.add_subparsers(dest="bench_command", metavar="{compare,history}")
     c = sub.add_parser("compare", help="compare two results; exit 1 when a figure regressed")

@@ -25,15 +25,59 @@ from tqdm import tqdm
 from skelcl.benchmark import cases
 from skelcl.benchmark.record import fingerprint, make_record, new_result, write_result
 from skelcl.errors import SkelclError
+from skelcl.train.run import fmt_duration, show_bars
 
 H100_BF16_TFLOPS = 694.0  # measured on one H100 80GB HBM3 (torch 2.11), large bf16 matmul
 H100_COPY_TBPS = 3.0  # device-to-device copy, same card
 SUITE_FILE = Path(__file__).with_name("suite.py")
 
 
+def finished_case(line: str):
+    """(case name, "PASSED" / "FAILED" / "ERROR") from a line of pytest -v output, None for other lines."""
+    if "::test_case[" not in line:
+        return None
+    status = next((w for w in ("PASSED", "FAILED", "ERROR") if w in line), None)
+    if status is None:
+        return None
+    return line.split("::test_case[", 1)[1].split("]", 1)[0], status
+
+
+class CaseProgress:
+    """Progress of a suite's cases: a tqdm bar when `bar` (the caller decides: a terminal and progress
+    wanted), otherwise one plain, flushed line per finished case on `stream` (default stderr), e.g.
+    "bench cpu: 3/9 backbone done (41 s)" with the time since the suite started."""
+
+    def __init__(self, total: int, desc: str, bar: bool, stream=None):
+        self.total, self.desc, self.done = int(total), desc, 0
+        self.stream = stream
+        self.t0 = time.time()
+        self.bar = tqdm(total=self.total, desc=desc, unit="case", dynamic_ncols=True) if bar else None
+
+    def line(self, text: str) -> None:
+        """Feed one line of pytest output; a finished case advances the progress."""
+        got = finished_case(text)
+        if got is None:
+            return
+        name, status = got
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(name)
+            return
+        word = "done" if status == "PASSED" else status
+        out = self.stream or sys.stderr
+        took = fmt_duration(time.time() - self.t0)
+        print(f"{self.desc}: {self.done}/{self.total} {name} {word} ({took})", file=out, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_cases(suite: str, names, quick: bool, device: str, workdir=None, progress: bool = True) -> list:
     """Records of the named cases, timed by pytest-benchmark in a subprocess (SkelclError with the
-    subprocess's output when a case fails)."""
+    subprocess's output when a case fails). Progress: a bar when `progress` and the output is a terminal
+    (skelcl.train.run.show_bars), else one line per finished case on stderr (a log file stays readable)."""
     from skelcl.benchmark.suite import summarize
 
     names = list(names)
@@ -65,15 +109,13 @@ def run_cases(suite: str, names, quick: bool, device: str, workdir=None, progres
             str(out),
             "--benchmark-sort=name",
         ]
-        bar = tqdm(total=len(names), desc=f"bench {suite}", unit="case", disable=not progress)
+        shown = CaseProgress(len(names), f"bench {suite}", bar=progress and show_bars())
         lines = []
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
             for line in p.stdout:
                 lines.append(line)
-                if "::test_case[" in line and any(w in line for w in ("PASSED", "FAILED", "ERROR")):
-                    bar.update(1)
-                    bar.set_postfix_str(line.split("::test_case[", 1)[1].split("]", 1)[0])
-        bar.close()
+                shown.line(line)
+        shown.close()
         if p.returncode != 0 or not out.is_file():
             tail = "".join(lines[-40:])
             raise SkelclError(f"benchmark cases failed (pytest exit {p.returncode}):\n{tail}")

@@ -1,0 +1,78 @@
+"""`skelcl bench` progress: a bar on a terminal, plain lines (no carriage returns) when stderr is redirected.
+The benchmark subprocess is replaced by a fake that prints pytest -v lines, so no case really runs."""
+
+import io
+import json
+import re
+from pathlib import Path
+
+from skelcl.benchmark import runner
+
+CASES = ["synthetic", "backbone", "augment"]
+
+
+class FakePopen:
+    """Stands in for the pytest subprocess: prints one -v line per case and writes an empty result."""
+
+    statuses = ("PASSED", "PASSED", "PASSED")
+
+    def __init__(self, cmd, **kwargs):
+        out = Path(cmd[cmd.index("--benchmark-json") + 1])
+        out.write_text(json.dumps({"benchmarks": []}))
+        lines = ["============ test session starts ============\n", "collecting ... collected 3 items\n"]
+        for i, (name, st) in enumerate(zip(CASES, self.statuses)):
+            lines.append(f"suite.py::test_case[{name}] {st} [{100 * (i + 1) // len(CASES):3d}%]\n")
+            lines.append("some other output of the case\n")
+        lines.append("============ 3 passed in 1.00s ============\n")
+        self.stdout = iter(lines)
+        self.returncode = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_plain_lines_when_stderr_is_redirected(monkeypatch, capsys):
+    monkeypatch.setattr(runner.subprocess, "Popen", FakePopen)
+    assert runner.run_cases("cpu", CASES, quick=True, device="cpu", progress=True) == []
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == len(CASES)
+    for i, (line, name) in enumerate(zip(lines, CASES)):
+        assert re.fullmatch(rf"bench cpu: {i + 1}/3 {name} done \(\d+ s\)", line), line
+
+
+def test_failed_case_is_named_and_no_progress_still_prints_lines(monkeypatch, capsys):
+    monkeypatch.setattr(FakePopen, "statuses", ("PASSED", "FAILED", "PASSED"))
+    monkeypatch.setattr(runner.subprocess, "Popen", FakePopen)
+    runner.run_cases("cpu", CASES, quick=True, device="cpu", progress=False)
+    lines = capsys.readouterr().err.splitlines()
+    assert [x.split(" (")[0] for x in lines] == [
+        "bench cpu: 1/3 synthetic done",
+        "bench cpu: 2/3 backbone FAILED",
+        "bench cpu: 3/3 augment done",
+    ]
+
+
+def test_bar_only_on_a_terminal(monkeypatch, capsys):
+    """With a terminal (faked) the tqdm bar draws (carriage returns) and no plain lines are printed."""
+    monkeypatch.setattr(runner, "show_bars", lambda: True)
+    monkeypatch.setattr(runner.subprocess, "Popen", FakePopen)
+    runner.run_cases("cpu", CASES, quick=True, device="cpu", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" in err and "3/3" in err and "bench cpu: 1/3 synthetic done" not in err
+
+
+def test_case_progress_writes_to_a_stream():
+    buf = io.StringIO()
+    p = runner.CaseProgress(2, "bench gpu", bar=False, stream=buf)
+    for line in ["x::test_case[a] PASSED\n", "noise PASSED\n", "x::test_case[b] ERROR\n"]:
+        p.line(line)
+    p.close()
+    assert [x.split(" (")[0] for x in buf.getvalue().splitlines()] == [
+        "bench gpu: 1/2 a done",
+        "bench gpu: 2/2 b ERROR",
+    ]
