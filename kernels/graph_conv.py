@@ -5,8 +5,9 @@ x (N, C_in, T, V), weight (K, C_out, C_in), adjacency (K, V, V), bias (C_out,):
 then y += residual (same shape as y) and y = relu(y) when asked. Equivalently one GEMM with inner
 dimension K * C_in: stack X A_k over k and multiply by [W_1 ... W_K].
 
-`graph_conv_reference` is plain PyTorch (the CPU path, and the tests' reference); `graph_conv_triton`
-the fused Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); `graph_conv` dispatches on the device.
+`graph_conv_reference` is plain PyTorch (the tests' reference); `graph_conv_triton` the fused Triton kernel
+(CUDA, or CPU under TRITON_INTERPRET=1); `graph_conv` dispatches on the device. `graph_conv_ncvt` is the
+CPU fast path on joints-major activations (N, C_in, V, T): two copy-free 1x1 convolutions (oneDNN).
 `fold_batchnorm` folds an eval-mode BatchNorm that follows the convolution into weight and bias.
 """
 
@@ -15,14 +16,15 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 _ACTIVATIONS = (None, "relu")
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MAX_V = 64
 
 
-def _check(name, x, weight, adjacency, bias, residual, activation):
-    """Raise ValueError naming the argument at fault."""
+def _check(name, x, weight, adjacency, bias, residual, activation, ncvt=False):
+    """Raise ValueError naming the argument at fault; ncvt: x and residual are (N, C, V, T)."""
     args = (("x", x), ("weight", weight), ("adjacency", adjacency), ("bias", bias), ("residual", residual))
     for arg, t in args:
         if t is None and arg in ("bias", "residual"):
@@ -34,8 +36,11 @@ def _check(name, x, weight, adjacency, bias, residual, activation):
         if t.device != x.device:
             raise ValueError(f"{name}: {arg} is on {t.device} but x is on {x.device}")
     if x.dim() != 4:
-        raise ValueError(f"{name}: x must be (N, C_in, T, V), got shape {tuple(x.shape)}")
+        layout = "(N, C_in, V, T)" if ncvt else "(N, C_in, T, V)"
+        raise ValueError(f"{name}: x must be {layout}, got shape {tuple(x.shape)}")
     n, c_in, t, v = x.shape
+    if ncvt:
+        n, c_in, v, t = x.shape
     if weight.dim() != 3 or weight.shape[2] != c_in:
         raise ValueError(f"{name}: weight must be (K, C_out, C_in={c_in}), got shape {tuple(weight.shape)}")
     k, c_out = weight.shape[0], weight.shape[1]
@@ -44,15 +49,16 @@ def _check(name, x, weight, adjacency, bias, residual, activation):
         raise ValueError(f"{name}: adjacency must be (K={k}, V={v}, V={v}), got shape {got}")
     if bias is not None and tuple(bias.shape) != (c_out,):
         raise ValueError(f"{name}: bias must be (C_out={c_out},), got shape {tuple(bias.shape)}")
-    if residual is not None and tuple(residual.shape) != (n, c_out, t, v):
-        shape = (n, c_out, t, v)
+    shape = (n, c_out, v, t) if ncvt else (n, c_out, t, v)
+    if residual is not None and tuple(residual.shape) != shape:
         raise ValueError(f"{name}: residual must have the output shape {shape}, got {tuple(residual.shape)}")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"{name}: activation must be None or 'relu', got {activation!r}")
 
 
 def graph_conv_reference(x, weight, adjacency, bias=None, *, residual=None, activation=None):
-    """Plain PyTorch graph convolution (the CPU path and the tests' reference); mixed dtypes promote."""
+    """Plain PyTorch graph convolution (the tests' reference, and the frames-major path on a CPU when
+    SKELCL_GRAPH_CONV=reference); mixed dtypes promote."""
     _check("graph_conv_reference", x, weight, adjacency, bias, residual, activation)
     dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), adjacency.dtype)
     x, weight, adjacency = x.to(dtype), weight.to(dtype), adjacency.to(dtype)
@@ -62,6 +68,40 @@ def graph_conv_reference(x, weight, adjacency, bias=None, *, residual=None, acti
     y = torch.einsum("okc,nkctw->notw", weight.permute(1, 0, 2), xa)
     if bias is not None:
         y = y + bias.to(dtype).view(1, -1, 1, 1)
+    if residual is not None:
+        y = y + residual
+    if activation == "relu":
+        y = torch.relu(y)
+    return y
+
+
+def graph_conv_ncvt(x, weight, adjacency, bias=None, *, residual=None, activation=None):
+    """Graph convolution on joints-major activations: x (N, C_in, V, T) -> y (N, C_out, V, T), residual
+    (N, C_out, V, T); otherwise the contract of graph_conv_reference (y here is its output transposed).
+
+    In this layout both contractions are 1x1 convolutions that need no copy. With C_in <= C_out, joints
+    first: (N*C_in, V, T) -> (N*C_in, K*V, T) by a conv1d with weight [k*V + w, v] = A_k[v, w], which is
+    (N, C_in*K, V, T) with channel c*K + k, then channels by a conv2d with weight [o, c*K + k] = W_k[o, c].
+    With C_in > C_out, channels first into (N, C_out*K, V, T) and joints over (k, v) after. The backbone's
+    CPU path (skelcl.models.backbone); mixed dtypes promote as in the reference.
+    """
+    _check("graph_conv_ncvt", x, weight, adjacency, bias, residual, activation, ncvt=True)
+    dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), adjacency.dtype)
+    x, weight, adjacency = x.to(dtype), weight.to(dtype), adjacency.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    n, c_in, v, t = x.shape
+    k, c_out = weight.shape[:2]
+    x = x.contiguous()
+    if c_in <= c_out:
+        joints = adjacency.permute(0, 2, 1).reshape(k * v, v, 1)
+        xa = F.conv1d(x.view(n * c_in, v, t), joints).view(n, c_in * k, v, t)
+        y = F.conv2d(xa, weight.permute(1, 2, 0).reshape(c_out, c_in * k, 1, 1), bias)
+    else:
+        z = F.conv2d(x, weight.permute(1, 0, 2).reshape(c_out * k, c_in, 1, 1))
+        joints = adjacency.permute(2, 0, 1).reshape(v, k * v, 1)
+        y = F.conv1d(z.view(n * c_out, k * v, t), joints).view(n, c_out, v, t)
+        if bias is not None:
+            y = y + bias.view(1, -1, 1, 1)
     if residual is not None:
         y = y + residual
     if activation == "relu":

@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    from skelcl.train.malloc import keep_freed_memory
+
+    keep_freed_memory()  # CPU steps re-use their freed activations instead of faulting pages back in
     try:
         return int(args.func(args) or 0)
     except SkelclError as err:

@@ -1,4 +1,5 @@
-"""graph_conv: the Triton kernel (interpreter) and the PyTorch reference against a float64 einsum.
+"""graph_conv: the Triton kernel (interpreter), the PyTorch reference and the joints-major CPU path
+(graph_conv_ncvt, called on transposed views) against a float64 einsum.
 
 Values and every gradient (x, weight, adjacency, bias, residual) over random shapes: C not a multiple of
 16, odd T, K = 1 and 3, with and without bias, residual and ReLU; fp32 and bf16. Outputs are poisoned
@@ -15,11 +16,20 @@ import torch  # noqa: E402
 from skelcl.kernels import (  # noqa: E402
     fold_batchnorm,
     graph_conv,
+    graph_conv_ncvt,
     graph_conv_reference,
     graph_conv_triton,
 )
 
-FNS = {"triton": graph_conv_triton, "reference": graph_conv_reference}
+
+def ncvt_as_nctv(x, weight, adjacency, bias=None, *, residual=None, activation=None):
+    """graph_conv_ncvt in the (N, C, T, V) contract: x and residual handed over as (N, C, V, T) views."""
+    r = None if residual is None else residual.transpose(2, 3)
+    y = graph_conv_ncvt(x.transpose(2, 3), weight, adjacency, bias, residual=r, activation=activation)
+    return y.transpose(2, 3)
+
+
+FNS = {"triton": graph_conv_triton, "reference": graph_conv_reference, "ncvt": ncvt_as_nctv}
 
 
 @pytest.fixture(autouse=True)
@@ -324,3 +334,38 @@ def test_non_contiguous_views_of_every_argument(impl, arg, view):
     assert rel(y, y64) < 1e-5
     for got, ref in zip(grads, refs):
         assert rel(got, ref) < 1e-5
+
+
+def test_ncvt_native_layout_and_both_orders():
+    """graph_conv_ncvt on contiguous (N, C, V, T) input, joints first (C_in <= C_out) and channels first
+    (C_in > C_out), equals the float64 einsum; a float64 gradcheck covers both orders."""
+    for ci, co in ((4, 9), (9, 4)):
+        (x, w, a, b, r), _ = make(2, ci, co, 6, 25, 3, torch.float32, True, True, 21)
+        x, w, a, b, r = (p.detach() for p in (x, w, a, b, r))
+        y = graph_conv_ncvt(x.transpose(2, 3).contiguous(), w, a, b, residual=r.transpose(2, 3).contiguous())
+        assert y.shape == (2, co, 25, 6)
+        assert rel(y.transpose(2, 3), dense64(x, w, a, b, r)) < 1e-5
+    g = torch.Generator().manual_seed(22)
+    for ci, co in ((2, 3), (3, 2)):
+        leaves = [
+            torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+            for shape in ((2, ci, 5, 4), (2, co, ci), (2, 5, 5), (co,), (2, co, 5, 4))
+        ]
+        fn = lambda *p: graph_conv_ncvt(*p[:4], residual=p[4], activation="relu")  # noqa: E731
+        assert torch.autograd.gradcheck(fn, tuple(leaves))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(x=torch.randn(2, 3, 25)), r"x must be \(N, C_in, V, T\)"),
+        (dict(adjacency=torch.randn(3, 5, 5)), "adjacency must be"),
+        (dict(residual=torch.randn(2, 4, 5, 25)), r"residual must have the output shape \(2, 4, 25, 5\)"),
+    ],
+)
+def test_ncvt_bad_inputs_name_the_argument_in_its_layout(bad, message):
+    args = dict(x=torch.randn(2, 3, 25, 5), weight=torch.randn(3, 4, 3), adjacency=torch.randn(3, 25, 25))
+    args.update(bad)
+    residual = args.pop("residual", None)
+    with pytest.raises(ValueError, match=message):
+        graph_conv_ncvt(args["x"], args["weight"], args["adjacency"], residual=residual)

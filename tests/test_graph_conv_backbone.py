@@ -18,6 +18,7 @@ bbmod = pytest.importorskip("skelcl.models.backbone")
 def test_backbone_kernel_path_matches_plain_path(kind, monkeypatch):
     if not hasattr(bbmod, "graph_conv"):
         pytest.skip("skelcl.models.backbone has no module-level graph_conv to switch")
+    monkeypatch.setenv("SKELCL_GRAPH_CONV", "reference")  # frames-major: the path that calls graph_conv
     torch.manual_seed(0)
     model = bbmod.Backbone(kind=kind, width=0.25, strides=(5, 8))
     if kind == "agcn":
@@ -26,12 +27,15 @@ def test_backbone_kernel_path_matches_plain_path(kind, monkeypatch):
                 layer.offset.normal_(0, 0.05)
     x = torch.randn(1, 8, 2, 25, 3)
     out = {}
+    calls = []
     for name, fn in (("plain", graph_conv_reference), ("kernel", graph_conv_triton)):
+        fn = (lambda f: lambda *a, **k: calls.append(1) or f(*a, **k))(fn)
         monkeypatch.setattr(bbmod, "graph_conv", fn)
         m = copy.deepcopy(model)
         y, taps = m(x, taps=(1, 7))
         (y.square().mean() + sum(t.square().mean() for t in taps.values())).backward()
         out[name] = (y, {n: p.grad for n, p in m.named_parameters()})
+    assert len(calls) == 2 * len(model.layers)  # both runs went through the switched graph_conv
     (y0, g0), (y1, g1) = out["plain"], out["kernel"]
     assert ((y1 - y0).norm() / y0.norm()).item() < 1e-4
     assert set(g0) == set(g1) and all(g is not None for g in g0.values())

@@ -40,6 +40,56 @@ def test_backbone_shapes_and_gradients(kind, strides):
         assert b.layers[3].offset.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kind", ["stgcn", "agcn"])
+@pytest.mark.parametrize("strides", [(2, 5, 8), (5, 8)])
+def test_backbone_joints_major_equals_frames_major(kind, strides, monkeypatch):
+    """The CPU fast path (joints-major, graph_conv_ncvt) and the frames-major path (graph_conv) compute the
+    same outputs, taps, parameter gradients and BatchNorm running statistics (float64, train mode, AGCN with
+    nonzero offsets so the adjacency gradient flows)."""
+    import copy
+
+    import skelcl.models.backbone as bbmod
+
+    torch.manual_seed(0)
+    model = Backbone(kind, width=0.25, strides=strides).double()
+    if kind == "agcn":
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.offset.normal_(0, 0.1)
+    x = _x(B=3, T=21).double()
+    seen, got = {}, {}
+    real = {"ncvt": bbmod.graph_conv_ncvt, "nctv": bbmod.graph_conv}
+    for path, env in (("ncvt", "auto"), ("nctv", "reference")):
+        monkeypatch.setenv("SKELCL_GRAPH_CONV", env)
+        name = "graph_conv_ncvt" if path == "ncvt" else "graph_conv"
+        spy = lambda *a, _f=real[path], _p=path, **k: seen.setdefault(_p, 1) and _f(*a, **k)  # noqa: E731
+        monkeypatch.setattr(bbmod, name, spy)
+        m = copy.deepcopy(model)
+        out, taps = m(x, taps=(1, 6, 10))
+        (out.square().mean() + sum(t.square().mean() for t in taps.values())).backward()
+        got[path] = (out, taps, {n: p.grad for n, p in m.named_parameters()}, m.state_dict())
+    assert set(seen) == {"ncvt", "nctv"}  # each run took its own path
+    (o1, t1, g1, s1), (o2, t2, g2, s2) = got["ncvt"], got["nctv"]
+    assert o1.shape == o2.shape
+    torch.testing.assert_close(o1, o2, rtol=1e-10, atol=1e-12)
+    for k in t2:
+        torch.testing.assert_close(t1[k], t2[k], rtol=1e-10, atol=1e-12)
+    for n in g2:
+        torch.testing.assert_close(g1[n], g2[n], rtol=1e-8, atol=1e-12, msg=n)
+    for n in s2:
+        if "running" in n:
+            torch.testing.assert_close(s1[n], s2[n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_backbone_takes_joints_major_on_cpu_by_default(monkeypatch):
+    import skelcl.models.backbone as bbmod
+
+    monkeypatch.delenv("SKELCL_GRAPH_CONV", raising=False)
+    assert bbmod.joints_major(torch.zeros(1))
+    monkeypatch.setenv("SKELCL_GRAPH_CONV", "reference")
+    assert not bbmod.joints_major(torch.zeros(1))
+
+
 def test_backbone_width_and_bad_config():
     assert Backbone(width=1.0).channels == [64, 64, 64, 64, 128, 128, 128, 256, 256, 256]
     with pytest.raises(SkelclError, match="strides"):

@@ -158,3 +158,20 @@ def test_cli_error_paths(tiny, tmp_path, capsys):
     err(["pretrain", "--resume", str(run)], "corrupt")
     err(["finetune", "--out", str(tmp_path / "f"), "--data", str(tiny), "--pretrained", str(run)], "corrupt")
     assert json.loads((run / "metrics.json").read_text())["history"]
+
+
+def test_cpu_amp_turns_on_bf16_autocast_on_cpu_only():
+    """train.cpu_amp runs the CPU forward under bf16 autocast; train.amp alone leaves a CPU run in float32."""
+    from skelcl.models import Backbone
+    from skelcl.train.run import autocast
+
+    cpu = torch.device("cpu")
+    m, x = Backbone(width=0.125), torch.randn(1, 8, 1, 25, 3)
+    with autocast(cpu, True):
+        assert m(x)[0].dtype == torch.float32
+    with autocast(cpu, False, True):
+        assert torch.is_autocast_enabled("cpu")
+        assert m(x)[0].dtype == torch.bfloat16
+    assert config.resolve("pretrain_cpu", ["train.cpu_amp=true"])["train"]["cpu_amp"] is True
+    with pytest.raises(SkelclError, match="cpu_amp"):
+        config.resolve("pretrain_cpu", ["train.cpu_amp=3"])

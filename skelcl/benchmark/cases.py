@@ -48,6 +48,7 @@ class Case:
     rounds: int = 5
     warmup: int = 1
     sync: object = None  # called after each variant call (CUDA synchronize on a GPU)
+    close: object = None  # called once the case is measured (stops worker processes)
 
 
 def _sync(device):
@@ -349,47 +350,115 @@ def backbone_sizes(quick, device):
     return (128, 150, 2, 1.0) if str(device).startswith("cuda") else (32, 150, 1, 0.25)
 
 
-def graph_conv_conv1x1(x, weight, adjacency, bias=None, *, residual=None, activation=None):
-    """A candidate CPU graph convolution, measured here beside the shipped one (training does not use it):
-    joints first as one broadcast matmul (N, 1, C_in*T, V) @ (1, K, V, V) -> (N, K*C_in, T, V) with no
-    copy, then the channel mix as a 1x1 convolution over K*C_in channels (oneDNN), bias fused. Same
-    contract as skelcl.kernels.graph_conv_reference."""
-    import torch
-    import torch.nn.functional as F
+class BackboneWorker:
+    """A backbone configuration stepped in its own process (skelcl.benchmark.backbone_worker): calling the
+    object runs one forward + backward there and waits for it."""
 
-    n, ci, t, v = x.shape
-    k, co = weight.shape[:2]
-    xa = torch.matmul(x.reshape(n, 1, ci * t, v), adjacency.unsqueeze(0)).view(n, k * ci, t, v)
-    y = F.conv2d(xa, weight.permute(1, 0, 2).reshape(co, k * ci, 1, 1), bias)
-    if residual is not None:
-        y = y + residual
-    return torch.relu(y) if activation == "relu" else y
+    def __init__(self, args: list[str]):
+        import subprocess
+        import sys
+
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "skelcl.benchmark.backbone_worker", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def _expect(self, word):
+        line = self.proc.stdout.readline().strip()
+        if line != word:
+            self.proc.kill()
+            err = self.proc.stderr.read()[-2000:]
+            raise RuntimeError(f"backbone worker {' '.join(self.args)} failed (got {line!r}):\n{err}")
+
+    def ready(self):
+        self._expect("ready")
+
+    def __call__(self):
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        self._expect("ok")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+# label -> (path, malloc, amp, compile): the CPU variants of the backbone case. "eager" is the path as it
+# was before the CPU fast path (frames-major reference graph conv, glibc's default allocator settings).
+CPU_BACKBONE_VARIANTS = {
+    "eager": ("frames", "default", "fp32", False),
+    "joints_major": ("joints", "default", "fp32", False),
+    "tuned_malloc": ("frames", "tuned", "fp32", False),
+    "cpu_fast_path": ("joints", "tuned", "fp32", False),
+    "cpu_fast_path_bf16": ("joints", "tuned", "bf16", False),
+    "cpu_fast_path_compile": ("joints", "tuned", "fp32", True),
+}
 
 
 def case_backbone(quick, device, workdir, compile_: bool | None = None):
-    """Backbone forward + backward (ST-GCN, 10 layers, strides 2/5/8): eager with the plain PyTorch graph
-    convolution; torch.compile (full runs; minutes to compile on a CPU); the Triton graph conv (CUDA);
-    bf16 autocast variants on CUDA; on a CPU the candidate graph_conv_conv1x1 in the eager model."""
+    """Backbone forward + backward (ST-GCN, 10 layers, strides 2/5/8).
+
+    CPU: each variant in its own worker process (the allocator setting is per process), all against
+    "eager", the path before the CPU fast path: frames-major with the plain PyTorch graph convolution and
+    glibc's default allocator settings. joints_major: the joints-major layout alone (graph_conv_ncvt);
+    tuned_malloc: the allocator setting alone; cpu_fast_path: both (what training on a CPU runs);
+    cpu_fast_path_bf16: that under CPU bf16 autocast (train.cpu_amp; fast only on CPUs with AVX512-BF16
+    or AMX); cpu_fast_path_compile: torch.compile on top (full runs; minutes to compile).
+    CUDA: eager, the Triton graph conv, bf16 autocast and torch.compile, in this process."""
     import torch
 
-    import skelcl.models.backbone as backbone_module
-    from skelcl.models import Backbone
-
-    shipped = backbone_module.graph_conv
     B, T, M, width = backbone_sizes(quick, device)
     cuda = str(device).startswith("cuda")
     compile_ = (not quick) if compile_ is None else compile_
+    params = {"batch": B, "frames": T, "bodies": M, "width": width, "device": str(device),
+              "threads": torch.get_num_threads()}  # fmt: skip
+    if not cuda:
+        size = ["--batch", str(B), "--frames", str(T), "--bodies", str(M), "--width", str(width),
+                "--threads", str(torch.get_num_threads())]  # fmt: skip
+        workers = {}
+        for label, (path, malloc, amp, comp) in CPU_BACKBONE_VARIANTS.items():
+            if comp and not compile_:
+                continue
+            extra = ["--compile"] if comp else []
+            workers[label] = BackboneWorker(["--path", path, "--malloc", malloc, "--amp", amp, *extra, *size])
+        try:
+            for w in workers.values():  # they warm up (and compile) side by side
+                w.ready()
+        except Exception:
+            for w in workers.values():
+                w.proc.kill()
+            raise
+
+        def close():
+            for w in workers.values():
+                w.close()
+
+        return Case(
+            "backbone",
+            "sequences/s",
+            dict(workers),
+            plain={k: "eager" for k in workers if k != "eager"},
+            items={k: B for k in workers},
+            params=params,
+            rounds=3 if quick else 9,
+            close=close,
+        )
+
     torch.manual_seed(0)
     x = torch.randn(B, T, M, 25, 3, device=device)
     models = {}
 
     def model(label):
         if label not in models:
+            from skelcl.models import Backbone
+
             torch.manual_seed(0)
             models[label] = Backbone("stgcn", width, (2, 5, 8)).to(device)
         return models[label]
 
-    def step(label, graph_conv="reference", bf16=False, compiled=False, candidate=False):
+    def step(label, graph_conv="reference", bf16=False, compiled=False):
         m = model(label)
         if compiled and not getattr(m, "_skelcl_compiled", False):
             m.compile()
@@ -398,14 +467,11 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
         def run():
             old = os.environ.get("SKELCL_GRAPH_CONV")
             os.environ["SKELCL_GRAPH_CONV"] = graph_conv
-            if candidate:
-                backbone_module.graph_conv = graph_conv_conv1x1
             try:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and cuda):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                     out, _ = m(x)
                 out.float().square().mean().backward()
             finally:
-                backbone_module.graph_conv = shipped
                 if old is None:
                     os.environ.pop("SKELCL_GRAPH_CONV")
                 else:
@@ -415,16 +481,12 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
         return run
 
     variants = {"eager": step("eager")}
-    if not cuda:
-        variants["conv1x1_candidate"] = step("conv1x1_candidate", candidate=True)
-    if cuda:
-        variants["triton"] = step("triton", graph_conv="auto")
-        variants["eager_bf16"] = step("eager_bf16", bf16=True)
-        variants["triton_bf16"] = step("triton_bf16", graph_conv="auto", bf16=True)
+    variants["triton"] = step("triton", graph_conv="auto")
+    variants["eager_bf16"] = step("eager_bf16", bf16=True)
+    variants["triton_bf16"] = step("triton_bf16", graph_conv="auto", bf16=True)
     if compile_:
         variants["compile"] = step("compile", compiled=True)
-        if cuda:
-            variants["triton_bf16_compile"] = step("triton_bf16_compile", "auto", bf16=True, compiled=True)
+        variants["triton_bf16_compile"] = step("triton_bf16_compile", "auto", bf16=True, compiled=True)
     for run in variants.values():  # compile outside the timed rounds
         run()
     return Case(
@@ -434,14 +496,7 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
         plain={k: "eager" for k in variants if k != "eager"},
         items={k: B for k in variants},
         sync=_sync(device),
-        params={
-            "batch": B,
-            "frames": T,
-            "bodies": M,
-            "width": width,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        },
+        params=params,
         rounds=3 if quick else 7,
     )
 

@@ -65,7 +65,11 @@ def test_case(benchmark, name, tmp_path_factory):
             timed = isinstance(out, dict) and all(isinstance(v, float) for v in out.values())
             phases[label].append(out if timed else None)  # a step's seconds by phase
 
-    benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    try:
+        benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    finally:
+        if case.close is not None:
+            case.close()
     if benchmark.disabled:  # --benchmark-disable (the test suite's default): one call, no figures
         return
     skip = warmup  # the warm-up rounds' times are not figures

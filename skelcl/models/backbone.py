@@ -10,9 +10,17 @@ A_l = A (3 partitions) for ST-GCN; A_l = A + B_l with B_l a learned (3, 25, 25) 
 Channels 64,64,64,64,128,128,128,256,256,256 times `width`; stride 2 at the 1-based layers in `strides`
 ((2, 5, 8) as in the authors' code: 8x downsampling; (5, 8): ST-GCN's usual 4x).
 A temporal conv of kernel 9, padding 4, stride 2 maps T -> ceil(T / 2).
+
+Two layouts compute the same function with the same parameters. On CUDA (or with SKELCL_GRAPH_CONV set
+to anything but "auto") activations are frames-major (N, C, T, V) and the spatial step is
+skelcl.kernels.graph_conv (the Triton kernel on CUDA). On a CPU they are joints-major (N, C, V, T): the
+graph convolution becomes two copy-free 1x1 convolutions (graph_conv_ncvt) and the temporal conv a
+(1 x 9) conv, the CPU fast path.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn as nn
@@ -20,7 +28,7 @@ import torch.nn.functional as F
 
 from skelcl.data.skeleton import spatial_adjacency
 from skelcl.errors import SkelclError
-from skelcl.kernels import graph_conv
+from skelcl.kernels import graph_conv, graph_conv_ncvt
 
 BASE_CHANNELS = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
 KINDS = ("stgcn", "agcn")
@@ -62,6 +70,7 @@ class GCNLayer(nn.Module):
             self.res = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=(stride, 1)), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        """Frames-major: x (N, C_in, T, V) -> (N, C_out, T', V)."""
         a = adjacency if self.offset is None else adjacency + self.offset
         h = graph_conv(x, self.weight, a.to(x.dtype), self.bias)
         h = F.relu(self.bn_s(h))
@@ -70,10 +79,32 @@ class GCNLayer(nn.Module):
             h = h + self.res(x)
         return F.relu(h)
 
+    def forward_ncvt(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        """Joints-major (the CPU path): x (N, C_in, V, T) -> (N, C_out, V, T'); the same parameters, with the
+        temporal kernels (C, C, 9, 1) used transposed as (C, C, 1, 9)."""
+        a = adjacency if self.offset is None else adjacency + self.offset
+        h = graph_conv_ncvt(x, self.weight, a.to(x.dtype), self.bias)
+        h = F.relu(self.bn_s(h))
+        tc = self.tconv
+        stride, pad = (1, tc.stride[0]), (0, tc.padding[0])
+        h = self.bn_t(F.conv2d(h, tc.weight.transpose(2, 3), tc.bias, stride=stride, padding=pad))
+        if isinstance(self.res, nn.Identity):
+            h = h + x
+        elif self.res is not None:
+            conv, bn = self.res
+            h = h + bn(F.conv2d(x, conv.weight, conv.bias, stride=stride))
+        return F.relu(h)
+
+
+def joints_major(x: torch.Tensor) -> bool:
+    """Whether the backbone runs joints-major on x: on a CPU unless SKELCL_GRAPH_CONV selects a graph conv."""
+    return not x.is_cuda and os.environ.get("SKELCL_GRAPH_CONV", "auto") == "auto"
+
 
 class Backbone(nn.Module):
     """10-layer ST-GCN / AGCN. forward(x (B,T,M,25,3), taps=()) -> (final (B, C, T_10, V) mean over bodies,
-    {layer: (B, C_l, T_l) mean over bodies and joints for layer in taps})."""
+    {layer: (B, C_l, T_l) mean over bodies and joints for layer in taps}). Joints-major on a CPU, frames-major
+    on CUDA (see the module docstring); both layouts give the same outputs and gradients."""
 
     def __init__(self, kind: str = "stgcn", width: float = 1.0, strides=(2, 5, 8), in_channels: int = 3):
         super().__init__()
@@ -104,14 +135,20 @@ class Backbone(nn.Module):
         if x.dim() != 5 or x.shape[3] != 25 or x.shape[4] != 3:
             raise SkelclError(f"backbone input must be (B, T, M, 25, 3), got {tuple(x.shape)}")
         B, T, M, V, C = x.shape
-        # (B, T, M, V, C) -> (B*M, V*C, T) for the data BN, then (B*M, C, T, V).
+        ncvt = joints_major(x)
+        # (B, T, M, V, C) -> (B*M, V*C, T) for the data BN, then (B*M, C, V, T) or (B*M, C, T, V).
         h = x.permute(0, 2, 3, 4, 1).reshape(B * M, V * C, T)
-        h = self.data_bn(h).view(B * M, V, C, T).permute(0, 2, 3, 1).contiguous()
+        h = self.data_bn(h).view(B * M, V, C, T)
+        h = h.transpose(1, 2) if ncvt else h.permute(0, 2, 3, 1)
+        h = h.contiguous()
+        joint_dim = 2 if ncvt else 3
         tapped = {}
         for i, layer in enumerate(self.layers):
-            h = layer(h, self.adjacency)
+            h = layer.forward_ncvt(h, self.adjacency) if ncvt else layer(h, self.adjacency)
             if i + 1 in taps:
-                f = h.mean(dim=3)  # over joints
+                f = h.mean(dim=joint_dim)
                 tapped[i + 1] = f.view(B, M, *f.shape[1:]).mean(dim=1)
-        out = h.view(B, M, *h.shape[1:]).mean(dim=1)
+        if ncvt:
+            h = h.transpose(2, 3)  # (B*M, C, T_10, V)
+        out = h.reshape(B, M, *h.shape[1:]).mean(dim=1)
         return out, tapped

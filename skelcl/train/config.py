@@ -126,6 +126,7 @@ KEYS: dict[str, Key] = {
     "train.seed": INT0,
     "train.device": Key("str", choices=("auto", "cpu", "cuda")),
     "train.amp": BOOL,
+    "train.cpu_amp": BOOL,
     "train.compile": BOOL,
     "train.prefetch": BOOL,
     "train.num_threads": INT0,

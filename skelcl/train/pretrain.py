@@ -24,6 +24,7 @@ from skelcl.train import checkpoint
 from skelcl.train.config import validate
 from skelcl.train.data import SequenceStore, epoch_batches, pretrain_feed
 from skelcl.train.distributed import barrier, mean_scalar, setup, unwrap, world_info, wrap
+from skelcl.train.malloc import keep_freed_memory
 from skelcl.train.run import (
     RunDir,
     autocast,
@@ -85,6 +86,7 @@ def run_pretrain(
     validate(cfg, "pretrain config")
     t = cfg["train"]
     set_threads(t["num_threads"])
+    keep_freed_memory()
     device = setup(t["device"])
     seed = int(t["seed"])
     torch.manual_seed(seed)
@@ -127,7 +129,7 @@ def run_pretrain(
         bar = run.bar(feed, desc=f"pretrain {epoch + 1}/{epochs}")
         for step, (views, align) in enumerate(bar):
             video = torch.as_tensor(batches[step], dtype=torch.long, device=device)  # ids: split positions
-            with autocast(device, t["amp"]):
+            with autocast(device, t["amp"], t.get("cpu_amp", False)):
                 loss, stats = ddp(views, epoch=epoch, align=align, video=video)
             if not torch.isfinite(loss):
                 raise SkelclError(f"pretrain: loss became {float(loss)} at epoch {epoch + 1} step {step + 1}")

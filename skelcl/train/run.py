@@ -348,9 +348,12 @@ def make_scheduler(optimizer, t: dict):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op context on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+def autocast(device: torch.device, enabled: bool, cpu: bool = False):
+    """bf16 autocast: on CUDA when `enabled` (train.amp), on a CPU when `cpu` (train.cpu_amp); otherwise a
+    no-op context. CPU bf16 is fast only where the CPU has bf16 dot products (AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu and device.type == "cpu")
 
 
 def rng_state() -> dict:
