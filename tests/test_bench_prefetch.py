@@ -1,6 +1,7 @@
 """Training-speed features: the background prefetch of batches (same batches, same run) and train.compile."""
 
 import os
+import re
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from skelcl.data.synthetic import SynthConfig, generate_cache
 from skelcl.train import config
 from skelcl.train.checkpoint import load
 from skelcl.train.data import Prefetcher, SequenceStore, epoch_batches, finetune_feed, pretrain_feed
+from skelcl.train.finetune import run_finetune
 from skelcl.train.pretrain import run_pretrain
 
 SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
@@ -104,6 +106,19 @@ def test_pretraining_with_and_without_prefetch_is_identical(tiny, tmp_path):
     assert ma["final"]["loss"] == mb["final"]["loss"]
     assert 0 <= ma["data_wait_share"] <= 1 and 0 < mb["data_wait_share"] <= 1
     assert "waited for data" in (tmp_path / "a" / "log.txt").read_text()
+
+
+def test_finetuning_logs_its_data_wait_share(tiny, tmp_path):
+    cfg = config.resolve("finetune", [
+        f"data.path={tiny}", "data.bodies=1", "model.width=0.125", "train.epochs=2", "train.batch_size=4",
+        "train.num_threads=1", "train.prefetch=false"])  # fmt: skip
+    m = run_finetune(cfg, tmp_path / "ft", quiet=True)
+    shares = [h["data_wait_share"] for h in m["history"]]
+    assert len(shares) == 2 and all(0 < x <= 1 for x in shares)  # inline batches: some wait, never > all
+    assert m["data_wait_share"] == pytest.approx(sum(shares) / 2)
+    log = (tmp_path / "ft" / "log.txt").read_text().splitlines()
+    epochs = [x for x in log if re.search(r"epoch \d/2: ", x)]
+    assert sum("waited for data" in x for x in epochs) == 2
 
 
 @pytest.mark.slow

@@ -275,6 +275,7 @@ def run_finetune(
         )
     vals = [h[VAL_KEY] for h in history if VAL_KEY in h]
     best_val = max(vals) if vals else -1.0
+    waits = []  # per epoch: share of the time the step loop waited for data
     run.start_epochs(start, epochs)
     for epoch in range(start, epochs):
         set_train_mode(model, f["protocol"])
@@ -287,7 +288,7 @@ def run_finetune(
                              int(t["max_frames"]), device, t.get("prefetch", True))  # fmt: skip
         bar = run.bar(feed, desc=f"finetune {epoch + 1}/{epochs}")
         for step, (view, y) in enumerate(bar):
-            with autocast(device, t["amp"]):
+            with autocast(device, t["amp"], t.get("cpu_amp", False)):
                 logits = ddp(view)
             loss = F.cross_entropy(logits.float().reshape(-1, num_outputs), y.reshape(-1), ignore_index=-1)
             if not torch.isfinite(loss):
@@ -301,11 +302,14 @@ def run_finetune(
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
+        waits.append(wait_share)
+        run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
         if not per_step:
             scheduler.step()
         record = {"epoch": epoch + 1, "steps": epoch * per_epoch + len(batches),
                   "loss": mean_scalar(total / max(1, count)),
-                  "lr": lr, "seconds": time.time() - t0}  # fmt: skip
+                  "lr": lr, "seconds": time.time() - t0, "data_wait_share": wait_share}  # fmt: skip
         last = epoch + 1 == epochs
         is_best = False
         if eval_every and ((epoch + 1) % eval_every == 0 or last) and is_main():
@@ -317,10 +321,12 @@ def run_finetune(
             is_best = record[VAL_KEY] > best_val
             best_val = max(best_val, record[VAL_KEY])
         history.append(record)
-        run.scalars("finetune", record, epoch + 1)
+        kept = {k: v for k, v in record.items() if k != "data_wait_share"}  # already under time/
+        run.scalars("finetune", kept, epoch + 1)
         text = f"loss {record['loss']:.4f}, lr {record['lr']:.4g}"
         if VAL_KEY in record:
             text += f", val avg mAP {record[VAL_KEY]:.4f}{' (best)' if is_best else ''}"
+        text += f", waited for data {100 * wait_share:.1f} %"
         run.log_epoch(epoch + 1, text, record["seconds"])
         run.save_checkpoint({
             "kind": "localizer", "config": cfg, "backbone": bcfg, "head": model.head_kind,
@@ -345,7 +351,8 @@ def run_finetune(
                "protocol": f["protocol"], "head": model.head_kind, "encoder": source,
                "steps": int(history[-1]["steps"]) if history else 0, "epochs": epochs,
                "train_sequences": int(len(train_cache)), "test_sequences": int(len(test_store)),
-               "val_sequences": 0 if val_store is None else len(val_store)}  # fmt: skip
+               "val_sequences": 0 if val_store is None else len(val_store),
+               "data_wait_share": sum(waits) / max(1, len(waits))}  # fmt: skip
     if vals or any(VAL_KEY in h for h in history):
         best = max((h for h in history if VAL_KEY in h), key=lambda h: h[VAL_KEY])
         metrics.update(best_epoch=int(best["epoch"]), best_val=float(best[VAL_KEY]))
