@@ -135,7 +135,7 @@ def test_plan_runs_rows_on_every_seed_and_references_first():
     assert rows.count("Few") == 2 * 2  # two seeds, a pretraining and one fine-tuning each
 
 
-@pytest.mark.parametrize("name", ["experiment", "study_snippet"])
+@pytest.mark.parametrize("name", ["experiment", "study_snippet", "study_cpu_bf16"])
 def test_shipped_experiment_configs_are_sound(name, tmp_path):
     """Rows merge into their method's pretraining config, comparisons name rows, the study's data seed is
     held out, and every fine-tuning protocol runs a fixed step budget."""
@@ -207,3 +207,20 @@ def test_experiment_end_to_end_resumes(tmp_path, capsys):
     # settings chosen on the data seed: refused
     assert main([*args, "data.tuning_seeds=[0]"]) == 2
     assert "tuning_seeds" in capsys.readouterr().err
+
+
+def test_row_train_keys_reach_only_that_rows_pretraining(tmp_path):
+    """A row's train.* keys (here cpu_amp) go into its own pretraining config and no other row's; a
+    non-mapping is refused with the row named."""
+    exp = config.resolve("study_cpu_bf16")
+    amp = {}
+    for job in plan(exp):
+        if job["kind"] and job["kind"].startswith("pretrain"):
+            cfg = pretrain_config(exp, job["method"], job["pretrain"], tmp_path, job["seed"])
+            amp.setdefault(job["row"], set()).add(cfg["train"]["cpu_amp"])
+            assert cfg["pretrain"]["snippet"] is True and cfg["train"]["batch_size"] == 32
+    f32, b16 = "SkeletonCLR + snippet, float32", "SkeletonCLR + snippet, CPU bf16 autocast"
+    assert amp == {f32: {False}, b16: {True}}
+    bad = dict(exp, rows=[{"label": "x", "method": "skeletonclr", "train": [1]}])
+    with pytest.raises(SkelclError, match=r"rows\[0\]: train must be a mapping"):
+        plan(bad)

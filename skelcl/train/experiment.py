@@ -8,8 +8,9 @@ Config (skelcl/configs/experiment.yaml, study_snippet.yaml):
                 batch order, head init), so the pretraining seed and the label-subset seed both vary
                 across replicates, and two rows at the same replicate form a pair.
     rows        {label, method, seeds: n (the first n replicate seeds; default all), pretrain: {pretrain.*
-                overrides}}: one pretraining per replicate from skelcl/configs/pretrain_<method>.yaml +
-                the experiment's `pretrain` section + the row's keys
+                overrides}, train: {train.* overrides of the pretraining, e.g. cpu_amp}}: one pretraining
+                per replicate from skelcl/configs/pretrain_<method>.yaml + the experiment's `pretrain`
+                section + the row's keys
     references  true: the rows "random init (trainable)" and "random init (frozen)" under every protocol
                 (every replicate). For a protocol with head h and label fraction f, the trainable reference
                 fine-tunes a random encoder with head h on f; the frozen one keeps a random encoder frozen
@@ -128,15 +129,17 @@ def _slug(label: str) -> str:
 
 
 def check_rows(exp: dict) -> list:
-    """The rows of an experiment config, checked: (label, method, seeds, pretrain overrides)."""
+    """The rows of an experiment config, checked: (label, method, seeds, {"pretrain": pretrain.* overrides,
+    "train": train.* overrides of the pretraining})."""
     rows, seen = [], set()
     for i, r in enumerate(exp.get("rows") or []):
         where = f"experiment rows[{i}]"
         if not isinstance(r, dict) or not r.get("label") or not r.get("method"):
             raise SkelclError(f"{where}: a row is a mapping with a label and a method, got {r!r}")
-        unknown = set(r) - {"label", "method", "seeds", "pretrain"}
+        unknown = set(r) - {"label", "method", "seeds", "pretrain", "train"}
         if unknown:
-            raise SkelclError(f"{where}: unknown keys {sorted(unknown)} (label, method, seeds, pretrain)")
+            known = "label, method, seeds, pretrain, train"
+            raise SkelclError(f"{where}: unknown keys {sorted(unknown)} ({known})")
         label = str(r["label"])
         if label in seen or label in (TRAINABLE, FROZEN_REF) or _slug(label) in {_slug(x) for x in seen}:
             raise SkelclError(f"{where}: label {label!r} is used twice (or is a reference row's name)")
@@ -144,10 +147,12 @@ def check_rows(exp: dict) -> list:
         n = r.get("seeds", len(exp["seeds"]))
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(exp["seeds"]):
             raise SkelclError(f"{where}: seeds must be a count in 1..{len(exp['seeds'])}, got {n!r}")
-        pre = r.get("pretrain") or {}
-        if not isinstance(pre, dict):
-            raise SkelclError(f"{where}: pretrain must be a mapping of pretrain.* keys, got {pre!r}")
-        rows.append((label, str(r["method"]), list(exp["seeds"][:n]), pre))
+        keys = {}
+        for part in ("pretrain", "train"):
+            keys[part] = r.get(part) or {}
+            if not isinstance(keys[part], dict):
+                raise SkelclError(f"{where}: {part} must be a mapping of {part}.* keys, got {keys[part]!r}")
+        rows.append((label, str(r["method"]), list(exp["seeds"][:n]), keys))
     if not rows and not exp.get("references"):
         raise SkelclError("experiment: no rows and no references: nothing to run")
     return rows
@@ -170,11 +175,13 @@ def check_comparisons(exp: dict) -> list:
     return pairs
 
 
-def pretrain_config(exp: dict, method: str, row_pretrain: dict, data_path, seed: int) -> dict:
-    """pretrain_<method>.yaml + the experiment's pretrain section + the row's pretrain.* keys."""
+def pretrain_config(exp: dict, method: str, row_keys: dict, data_path, seed: int) -> dict:
+    """pretrain_<method>.yaml + the experiment's pretrain section + the row's pretrain.* and train.* keys
+    (row_keys as check_rows gives them)."""
     cfg = config_mod.load_config(f"pretrain_{method}")
     cfg = config_mod.merge(cfg, exp["pretrain"], "experiment pretrain")
-    cfg = config_mod.merge(cfg, {"pretrain": {**row_pretrain, "method": method}}, f"row ({method}) pretrain")
+    row = {"pretrain": {**row_keys["pretrain"], "method": method}, "train": dict(row_keys["train"])}
+    cfg = config_mod.merge(cfg, row, f"row ({method}) pretrain")
     cfg["model"] = dict(exp["model"])
     cfg["data"]["path"] = str(data_path)
     cfg["data"]["bodies"] = int(exp["data"]["bodies"])
