@@ -175,3 +175,30 @@ def test_cpu_amp_turns_on_bf16_autocast_on_cpu_only():
     assert config.resolve("pretrain_cpu", ["train.cpu_amp=true"])["train"]["cpu_amp"] is True
     with pytest.raises(SkelclError, match="cpu_amp"):
         config.resolve("pretrain_cpu", ["train.cpu_amp=3"])
+
+
+def test_predictions_do_not_depend_on_the_batch_size(tiny):
+    """predict_probs gives every sequence the probabilities it gets alone, for any eval batch size; a
+    padded batch of unequal lengths would not (shown on the first two sequences of unequal length)."""
+    from skelcl.data.cache import open_cache
+    from skelcl.models import Backbone, Localizer
+    from skelcl.train.finetune import predict_probs
+
+    store = SequenceStore(open_cache(tiny), 1)
+    torch.manual_seed(0)
+    model = Localizer(Backbone(width=0.125), store.cache.num_classes, head="ufusion").eval()
+    with torch.no_grad():
+        for m in model.modules():  # BatchNorm with non-trivial statistics: padded zeros become nonzero
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        alone = [torch.softmax(model(torch.as_tensor(store.batch([i])[0]))[0], -1).numpy() for i in range(6)]
+        lengths = [len(a) for a in alone]
+        for bs in (1, 4, 32):
+            probs = predict_probs(model, store, "cpu", bs)
+            assert [len(p) for p in probs[:6]] == lengths
+            for p, a in zip(probs, alone):
+                np.testing.assert_allclose(p, a, rtol=1e-5, atol=1e-6)
+        i, j = next((i, j) for i in range(6) for j in range(6) if lengths[i] < lengths[j])
+        padded = torch.softmax(model(torch.as_tensor(store.batch([i, j])[0]))[0], -1).numpy()[: lengths[i]]
+        assert np.abs(padded - alone[i]).max() > 1e-4

@@ -283,8 +283,6 @@ def cmd_predict(args) -> int:
         print(f"skelcl predict: warning: {warn}", file=sys.stderr)
     cache = cache.subset(positions)
     store = SequenceStore(cache, st.get("bodies"))
-    # batches as in the run's own test evaluation (eval.batch_size): the padded length of a batch changes
-    # the outputs near a sequence's end a little, so the same batching gives the same figures
     probs = predict_probs(model, store, device, int(st["config"]["eval"]["batch_size"]))
     segs = {str(n): proposals_from_scores(p, method=args.proposals) for n, p in zip(cache.names, probs)}
     bg = cache.num_classes - 1

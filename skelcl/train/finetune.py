@@ -39,6 +39,7 @@ from skelcl.train import checkpoint
 from skelcl.train.config import validate
 from skelcl.train.data import SequenceStore, epoch_batches, finetune_feed, label_subset, to_tensor
 from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, wrap
+from skelcl.train.malloc import keep_freed_memory
 from skelcl.train.pretrain import backbone_config, load_encoder_state, open_split
 from skelcl.train.run import (
     RunDir,
@@ -151,17 +152,30 @@ def schedule_config(t: dict) -> dict:
 
 @torch.no_grad()
 def predict_probs(model: Localizer, store: SequenceStore, device, batch_size: int = 8, quiet: bool = True):
-    """Per-sequence float32 (T_i, C+1) softmax probabilities, in store order."""
+    """Per-sequence float32 (T_i, C+1) softmax probabilities, in store order.
+
+    A batch holds sequences of one length only (up to batch_size of them): padding a shorter sequence
+    would change its outputs near its end (the padded frames are nonzero after the data BatchNorm, reach
+    it through the temporal convolutions, and the heads' resampling grids depend on the padded length).
+    So each sequence gets the probabilities it gets alone, whatever batch_size."""
     model.eval()
     out = [None] * len(store)
-    order = np.argsort(store.cache.lengths, kind="stable")  # similar lengths together: less padding
-    for i in tqdm(range(0, len(order), batch_size), desc="predict", leave=False, disable=quiet):
-        idx = order[i : i + batch_size]
-        x, lengths, _ = store.batch(idx)
+    lengths = np.asarray(store.cache.lengths)
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        first = lengths[order[start]]
+        while stop < len(order) and stop - start < batch_size and lengths[order[stop]] == first:
+            stop += 1
+        batches.append(order[start:stop])
+        start = stop
+    for idx in tqdm(batches, desc="predict", leave=False, disable=quiet):
+        x, _, _ = store.batch(idx)
         logits = model(to_tensor(x, device)).float()
         probs = torch.softmax(logits, dim=-1).cpu().numpy()
         for b, j in enumerate(idx):
-            out[j] = probs[b, : lengths[b]]
+            out[j] = probs[b]
     return out
 
 
@@ -221,6 +235,7 @@ def run_finetune(
     validate(cfg, "finetune config")
     t, f = cfg["train"], cfg["finetune"]
     set_threads(t["num_threads"])
+    keep_freed_memory()
     device = setup(t["device"])
     seed = int(t["seed"])
     torch.manual_seed(seed)
