@@ -88,6 +88,8 @@ def test_backbone_takes_joints_major_on_cpu_by_default(monkeypatch):
     assert bbmod.joints_major(torch.zeros(1))
     monkeypatch.setenv("SKELCL_GRAPH_CONV", "reference")
     assert not bbmod.joints_major(torch.zeros(1))
+    monkeypatch.setenv("SKELCL_GRAPH_CONV", "ncvt")
+    assert bbmod.joints_major(torch.zeros(1))
 
 
 def test_backbone_width_and_bad_config():

@@ -406,7 +406,8 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
     tuned_malloc: the allocator setting alone; cpu_fast_path: both (what training on a CPU runs);
     cpu_fast_path_bf16: that under CPU bf16 autocast (train.cpu_amp; fast only on CPUs with AVX512-BF16
     or AMX); cpu_fast_path_compile: torch.compile on top (full runs; minutes to compile).
-    CUDA: eager, the Triton graph conv, bf16 autocast and torch.compile, in this process."""
+    CUDA: eager, the Triton graph conv, the joints-major layout (cuDNN 1x1 convolutions), bf16 autocast and
+    torch.compile, in this process."""
     import torch
 
     B, T, M, width = backbone_sizes(quick, device)
@@ -482,8 +483,10 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
 
     variants = {"eager": step("eager")}
     variants["triton"] = step("triton", graph_conv="auto")
+    variants["joints_major"] = step("joints_major", graph_conv="ncvt")  # the CPU fast path's layout (cuDNN)
     variants["eager_bf16"] = step("eager_bf16", bf16=True)
     variants["triton_bf16"] = step("triton_bf16", graph_conv="auto", bf16=True)
+    variants["joints_major_bf16"] = step("joints_major_bf16", graph_conv="ncvt", bf16=True)
     if compile_:
         variants["compile"] = step("compile", compiled=True)
         variants["triton_bf16_compile"] = step("triton_bf16_compile", "auto", bf16=True, compiled=True)

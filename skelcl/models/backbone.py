@@ -11,11 +11,11 @@ Channels 64,64,64,64,128,128,128,256,256,256 times `width`; stride 2 at the 1-ba
 ((2, 5, 8) as in the authors' code: 8x downsampling; (5, 8): ST-GCN's usual 4x).
 A temporal conv of kernel 9, padding 4, stride 2 maps T -> ceil(T / 2).
 
-Two layouts compute the same function with the same parameters. On CUDA (or with SKELCL_GRAPH_CONV set
-to anything but "auto") activations are frames-major (N, C, T, V) and the spatial step is
-skelcl.kernels.graph_conv (the Triton kernel on CUDA). On a CPU they are joints-major (N, C, V, T): the
-graph convolution becomes two copy-free 1x1 convolutions (graph_conv_ncvt) and the temporal conv a
-(1 x 9) conv, the CPU fast path.
+Two layouts compute the same function with the same parameters. On CUDA activations are frames-major
+(N, C, T, V) and the spatial step is skelcl.kernels.graph_conv (the Triton kernel). On a CPU they are
+joints-major (N, C, V, T): the graph convolution becomes two copy-free 1x1 convolutions (graph_conv_ncvt)
+and the temporal conv a (1 x 9) conv, the CPU fast path. SKELCL_GRAPH_CONV=reference forces frames-major,
+SKELCL_GRAPH_CONV=ncvt joints-major (see joints_major).
 """
 
 from __future__ import annotations
@@ -97,8 +97,11 @@ class GCNLayer(nn.Module):
 
 
 def joints_major(x: torch.Tensor) -> bool:
-    """Whether the backbone runs joints-major on x: on a CPU unless SKELCL_GRAPH_CONV selects a graph conv."""
-    return not x.is_cuda and os.environ.get("SKELCL_GRAPH_CONV", "auto") == "auto"
+    """Whether the backbone runs joints-major on x. SKELCL_GRAPH_CONV: "auto" (default) joints-major on a
+    CPU, frames-major on CUDA; "ncvt" joints-major on any device; anything else ("reference", ...)
+    frames-major through skelcl.kernels.graph_conv."""
+    mode = os.environ.get("SKELCL_GRAPH_CONV", "auto")
+    return mode == "ncvt" or (mode == "auto" and not x.is_cuda)
 
 
 class Backbone(nn.Module):
