@@ -13,7 +13,8 @@ Run directly (what `skelcl bench` does in a subprocess):
         skelcl/benchmark/suite.py --benchmark-json out.json
 Environment: SKELCL_BENCH_CASES (comma list, default every case of the suite), SKELCL_BENCH_SUITE
 (cpu | gpu), SKELCL_BENCH_QUICK (1: CI sizes), SKELCL_BENCH_DEVICE (cpu | cuda), SKELCL_BENCH_WORKDIR
-(data files), SKELCL_BENCH_ROUNDS (overrides every case's rounds).
+(data files), SKELCL_BENCH_ROUNDS (overrides every case's rounds), SKELCL_MALLOC (default: leave glibc's
+allocator settings alone; otherwise tuned as the skelcl commands tune them, skelcl.train.malloc).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import pytest
 
 from skelcl.benchmark import cases
 from skelcl.benchmark.record import make_record
+from skelcl.train.malloc import keep_freed_memory
+
+keep_freed_memory()  # cases run in-process as the skelcl commands run them (SKELCL_MALLOC=default: not)
 
 
 def _selected():
