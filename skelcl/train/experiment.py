@@ -177,10 +177,11 @@ def check_comparisons(exp: dict) -> list:
 
 def pretrain_config(exp: dict, method: str, row_keys: dict, data_path, seed: int) -> dict:
     """pretrain_<method>.yaml + the experiment's pretrain section + the row's pretrain.* and train.* keys
-    (row_keys as check_rows gives them)."""
+    (row_keys as check_rows gives them: {"pretrain": {...}, "train": {...}}, either part optional)."""
     cfg = config_mod.load_config(f"pretrain_{method}")
     cfg = config_mod.merge(cfg, exp["pretrain"], "experiment pretrain")
-    row = {"pretrain": {**row_keys["pretrain"], "method": method}, "train": dict(row_keys["train"])}
+    row = {"pretrain": {**row_keys.get("pretrain", {}), "method": method},
+           "train": dict(row_keys.get("train", {}))}  # fmt: skip
     cfg = config_mod.merge(cfg, row, f"row ({method}) pretrain")
     cfg["model"] = dict(exp["model"])
     cfg["data"]["path"] = str(data_path)
