@@ -4,8 +4,8 @@
 
 (BENCH_THREADS=1 pins one intra-op thread: steadier on a shared machine.)
 
-Training on a CPU uses graph_conv_ncvt on joints-major activations (N, C, V, T), timed here on input
-already in that layout (the backbone keeps it from layer to layer); this compares ways of writing the same
+Training on a CPU uses graph_conv_ncvt on joints-major activations (N, C, V, T) stored channels-last,
+timed here on input already in that layout (the backbone keeps it from layer to layer); this compares ways of writing the same
 y = sum_k W_k X A_k (gradients for x, weight and adjacency) at backbone-like shapes, batch 16 (8
 sequences x 2 bodies). The ratio within one run is the figure; absolute CPU times depend on the machine.
 Every variant is checked against a float64 einsum before it is timed.
@@ -58,7 +58,7 @@ IMPLS = {
     "joints_first_bmm": joints_first_bmm,
     "conv_first": conv_first,
     "joints_one_matmul": joints_one_matmul,
-    "ncvt": graph_conv_ncvt,  # joints-major input (N, C, V, T): two 1x1 convolutions
+    "ncvt": graph_conv_ncvt,  # joints-major input (N, C, V, T) stored (N, V, T, C): matrix products
 }
 
 
@@ -74,8 +74,8 @@ def test_graph_conv_cpu_fwd_bwd(benchmark, shape, impl):
     gy = torch.randn(n, co, t, 25, generator=g)
     fn = IMPLS[impl]
     ref = torch.einsum("koc,nctv,kvw->notw", w.double(), x.double(), a.double())
-    if impl == "ncvt":  # its activations are joints-major
-        x = x.detach().transpose(2, 3).contiguous().requires_grad_()
+    if impl == "ncvt":  # its activations are joints-major, stored channels-last as in the backbone
+        x = x.detach().transpose(2, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
         gy, ref = gy.transpose(2, 3).contiguous(), ref.transpose(2, 3)
     y = fn(x, w, a)
     assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-5

@@ -7,7 +7,7 @@ dimension K * C_in: stack X A_k over k and multiply by [W_1 ... W_K].
 
 `graph_conv_reference` is plain PyTorch (the tests' reference); `graph_conv_triton` the fused Triton kernel
 (CUDA, or CPU under TRITON_INTERPRET=1); `graph_conv` dispatches on the device. `graph_conv_ncvt` is the
-CPU fast path on joints-major activations (N, C_in, V, T): two copy-free 1x1 convolutions (oneDNN).
+CPU fast path on joints-major activations (N, C_in, V, T), stored channels-last: plain matrix products.
 `fold_batchnorm` folds an eval-mode BatchNorm that follows the convolution into weight and bias.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 _ACTIVATIONS = (None, "relu")
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -75,35 +74,80 @@ def graph_conv_reference(x, weight, adjacency, bias=None, *, residual=None, acti
     return y
 
 
+class _GraphConvNVTC(torch.autograd.Function):
+    """Graph convolution on physical (N, V, T, C) storage, every product one matrix multiply:
+
+        xa_k[n] = A_k^T x[n]            (V x V) @ (V, T*C) per sample, k = 1..K
+        y = bias + sum_k xa_k W_k^T     (N*V*T, C_in) @ (C_in, C_out), accumulated in place
+
+    backward: dW_k = dy^T xa_k; dxa_k = dy W_k; dx[n] = sum_k A_k dxa_k[n]; dA_k = sum_n x[n] dxa_k[n]^T."""
+
+    @staticmethod
+    def forward(ctx, x, weight, adjacency, bias):
+        n, v, t, c = x.shape
+        k = weight.shape[0]
+        x3 = x.view(n, v, t * c)
+        xa = x.new_empty(k, n, v, t * c)
+        for i in range(k):
+            torch.matmul(adjacency[i].t(), x3, out=xa[i])
+        rows = xa.view(k, n * v * t, c)
+        y = torch.mm(rows[0], weight[0].t()) if bias is None else torch.addmm(bias, rows[0], weight[0].t())
+        for i in range(1, k):
+            y.addmm_(rows[i], weight[i].t())
+        ctx.save_for_backward(x, weight, adjacency, xa)
+        ctx.has_bias = bias is not None
+        return y.view(n, v, t, -1)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, weight, adjacency, xa = ctx.saved_tensors
+        n, v, t, c = x.shape
+        k, c_out = weight.shape[:2]
+        g2 = gy.contiguous().view(n * v * t, c_out)
+        need_x, need_w, need_a, need_b = ctx.needs_input_grad
+        gx = gw = ga = gb = None
+        rows = xa.view(k, n * v * t, c)
+        if need_w:
+            gw = torch.stack([torch.mm(g2.t(), rows[i]) for i in range(k)])
+        if need_b and ctx.has_bias:
+            gb = g2.sum(0)
+        if need_x or need_a:
+            x3 = x.view(n, v, t * c)
+            gx = torch.empty_like(x3) if need_x else None
+            ga = []
+            for i in range(k):
+                gxa = torch.mm(g2, weight[i]).view(n, v, t * c)
+                if need_x and i == 0:
+                    torch.matmul(adjacency[i], gxa, out=gx)
+                elif need_x:
+                    gx.add_(torch.matmul(adjacency[i], gxa))
+                if need_a:
+                    ga.append(torch.matmul(x3, gxa.transpose(1, 2)).sum(0))
+            gx = gx.view(n, v, t, c) if need_x else None
+            ga = torch.stack(ga) if need_a else None
+        return gx, gw, ga, gb
+
+
 def graph_conv_ncvt(x, weight, adjacency, bias=None, *, residual=None, activation=None):
     """Graph convolution on joints-major activations: x (N, C_in, V, T) -> y (N, C_out, V, T), residual
     (N, C_out, V, T); otherwise the contract of graph_conv_reference (y here is its output transposed).
 
-    In this layout both contractions are 1x1 convolutions that need no copy. With C_in <= C_out, joints
-    first: (N*C_in, V, T) -> (N*C_in, K*V, T) by a conv1d with weight [k*V + w, v] = A_k[v, w], which is
-    (N, C_in*K, V, T) with channel c*K + k, then channels by a conv2d with weight [o, c*K + k] = W_k[o, c].
-    With C_in > C_out, channels first into (N, C_out*K, V, T) and joints over (k, v) after. The backbone's
-    CPU path (skelcl.models.backbone); mixed dtypes promote as in the reference.
+    The CPU fast path of the backbone. It computes on (N, V, T, C) storage, where the joint mix is one
+    (V x V) matrix product per sample and partition and the channel mix one (N*V*T, C_in) @ (C_in, C_out)
+    product per partition, with no copies (_GraphConvNVTC). x in torch.channels_last memory format is that
+    storage already; other strides cost one copy. y comes back in channels_last format. Under CPU autocast
+    it computes in the autocast dtype (float32 accumulation), else in the promoted dtype of the inputs.
     """
     _check("graph_conv_ncvt", x, weight, adjacency, bias, residual, activation, ncvt=True)
-    dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), adjacency.dtype)
-    x, weight, adjacency = x.to(dtype), weight.to(dtype), adjacency.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
-    n, c_in, v, t = x.shape
-    k, c_out = weight.shape[:2]
-    x = x.contiguous()
-    if c_in <= c_out:
-        joints = adjacency.permute(0, 2, 1).reshape(k * v, v, 1)
-        xa = F.conv1d(x.view(n * c_in, v, t), joints).view(n, c_in * k, v, t)
-        y = F.conv2d(xa, weight.permute(1, 2, 0).reshape(c_out, c_in * k, 1, 1), bias)
-    else:
-        z = F.conv2d(x, weight.permute(1, 0, 2).reshape(c_out * k, c_in, 1, 1))
-        joints = adjacency.permute(2, 0, 1).reshape(v, k * v, 1)
-        y = F.conv1d(z.view(n * c_out, k * v, t), joints).view(n, c_out, v, t)
-        if bias is not None:
-            y = y + bias.view(1, -1, 1, 1)
+    dtype = _compute_dtype(x, weight, adjacency, residual)
+    xp = x.to(dtype).permute(0, 2, 3, 1)
+    if not xp.is_contiguous():
+        xp = xp.contiguous()
+    b = None if bias is None else bias.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        y = _GraphConvNVTC.apply(xp, weight.to(dtype), adjacency.to(dtype), b).permute(0, 3, 1, 2)
     if residual is not None:
-        y = y + residual
+        y = y + residual.to(dtype)
     if activation == "relu":
         y = torch.relu(y)
     return y

@@ -369,3 +369,26 @@ def test_ncvt_bad_inputs_name_the_argument_in_its_layout(bad, message):
     residual = args.pop("residual", None)
     with pytest.raises(ValueError, match=message):
         graph_conv_ncvt(args["x"], args["weight"], args["adjacency"], residual=residual)
+
+
+def test_ncvt_channels_last_storage_and_cpu_autocast():
+    """Channels-last input (the backbone's storage) gives the same values and gradients as contiguous
+    input and comes back channels-last; under CPU bf16 autocast the op computes in bf16 (float32
+    accumulation), close to the float64 result."""
+    (x, w, a, b, _), gy = make(3, 6, 8, 7, 25, 3, torch.float32, True, False, 23)
+    x_ncvt = x.detach().transpose(2, 3)
+    outs = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xi = x_ncvt.contiguous(memory_format=fmt).requires_grad_()
+        y = graph_conv_ncvt(xi, w, a, b)
+        grads = torch.autograd.grad(y, (xi, w, a, b), gy.transpose(2, 3))
+        outs.append((y, grads))
+    assert outs[1][0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for g0, g1 in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(g0, g1)
+    ref = dense64(x, w, a, b).transpose(2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = graph_conv_ncvt(x_ncvt.contiguous(memory_format=torch.channels_last), w, a, b)
+    assert y16.dtype == torch.bfloat16
+    assert rel(y16, ref) < 2e-2

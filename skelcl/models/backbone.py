@@ -13,8 +13,9 @@ A temporal conv of kernel 9, padding 4, stride 2 maps T -> ceil(T / 2).
 
 Two layouts compute the same function with the same parameters. On CUDA activations are frames-major
 (N, C, T, V) and the spatial step is skelcl.kernels.graph_conv (the Triton kernel). On a CPU they are
-joints-major (N, C, V, T): the graph convolution becomes two copy-free 1x1 convolutions (graph_conv_ncvt)
-and the temporal conv a (1 x 9) conv, the CPU fast path. SKELCL_GRAPH_CONV=reference forces frames-major,
+joints-major (N, C, V, T) stored channels-last (as (N, V, T, C)): the graph convolution becomes plain matrix
+products (graph_conv_ncvt), the temporal conv a (1 x 9) conv and the BatchNorms run on channels-last
+storage, the CPU fast path. SKELCL_GRAPH_CONV=reference forces frames-major,
 SKELCL_GRAPH_CONV=ncvt joints-major (see joints_major).
 """
 
@@ -142,8 +143,10 @@ class Backbone(nn.Module):
         # (B, T, M, V, C) -> (B*M, V*C, T) for the data BN, then (B*M, C, V, T) or (B*M, C, T, V).
         h = x.permute(0, 2, 3, 4, 1).reshape(B * M, V * C, T)
         h = self.data_bn(h).view(B * M, V, C, T)
-        h = h.transpose(1, 2) if ncvt else h.permute(0, 2, 3, 1)
-        h = h.contiguous()
+        if ncvt:  # stored (B*M, V, T, C): channels-last, the storage graph_conv_ncvt computes on
+            h = h.transpose(1, 2).contiguous(memory_format=torch.channels_last)
+        else:
+            h = h.permute(0, 2, 3, 1).contiguous()
         joint_dim = 2 if ncvt else 3
         tapped = {}
         for i, layer in enumerate(self.layers):
