@@ -336,3 +336,19 @@ def test_moco_and_localizer_under_bf16_autocast(method):
         ref = loc(_x(T=30))
     assert torch.isfinite(y).all() and y.shape == ref.shape
     assert float((y.float() - ref).norm() / ref.norm()) < 0.05
+
+
+def test_joints_major_training_step_with_one_thread():
+    """A training step on the CPU path with one intra-op thread and strided residual convolutions (layers
+    2, 5, 8): oneDNN's 1x1 weight-gradient kernel crashed the process here on channels-last input."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        m = Localizer(Backbone(width=0.125), 5, head="ufusion")
+        for T in (70, 83):
+            m(_x(B=4, T=T, M=1)).square().mean().backward()
+        grads = [p.grad for p in m.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    finally:
+        torch.set_num_threads(threads)

@@ -92,8 +92,12 @@ class GCNLayer(nn.Module):
         if isinstance(self.res, nn.Identity):
             h = h + x
         elif self.res is not None:
+            # the 1x1 conv as a matrix product on the (N, V, T, C) storage: oneDNN's 1x1 weight-gradient
+            # kernel crashed (SIGSEGV) on channels-last input with one thread (torch 2.13, AVX-512)
             conv, bn = self.res
-            h = h + bn(F.conv2d(x, conv.weight, conv.bias, stride=stride))
+            xs = x.permute(0, 2, 3, 1)[:, :, :: tc.stride[0]]
+            r = F.linear(xs, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+            h = h + bn(r)
         return F.relu(h)
 
 
