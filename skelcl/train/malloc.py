@@ -46,7 +46,7 @@ def keep_freed_memory(threshold: int = THRESHOLD) -> bool:
     if libc is None:
         _done = False
         return _done
-    _done = bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold))) and bool(
-        libc.mallopt(M_TRIM_THRESHOLD, int(threshold))
-    )
+    # glibc versions that cap the mmap threshold at 32 MiB (HEAP_MAX_SIZE / 2) refuse a larger value
+    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    _done = bool(mmap_set) and bool(libc.mallopt(M_TRIM_THRESHOLD, int(threshold)))
     return _done
