@@ -5,9 +5,10 @@
 (BENCH_THREADS=1 pins one intra-op thread: steadier on a shared machine.)
 
 Training on a CPU uses graph_conv_ncvt on joints-major activations (N, C, V, T) stored channels-last,
-timed here on input already in that layout (the backbone keeps it from layer to layer); this compares ways of writing the same
-y = sum_k W_k X A_k (gradients for x, weight and adjacency) at backbone-like shapes, batch 16 (8
-sequences x 2 bodies). The ratio within one run is the figure; absolute CPU times depend on the machine.
+timed here on input already in that layout (the backbone keeps it from layer to layer). This compares
+ways of writing the same y = sum_k W_k X A_k (gradients for x, weight and adjacency) at backbone-like
+shapes, batch 16 (8 sequences x 2 bodies). The ratio within one run is the figure; absolute CPU times
+depend on the machine.
 Every variant is checked against a float64 einsum before it is timed.
 """
 

@@ -336,9 +336,9 @@ def test_non_contiguous_views_of_every_argument(impl, arg, view):
         assert rel(got, ref) < 1e-5
 
 
-def test_ncvt_native_layout_and_both_orders():
-    """graph_conv_ncvt on contiguous (N, C, V, T) input, joints first (C_in <= C_out) and channels first
-    (C_in > C_out), equals the float64 einsum; a float64 gradcheck covers both orders."""
+def test_ncvt_contiguous_input_both_channel_orders():
+    """graph_conv_ncvt on contiguous (N, C, V, T) input (one copy into its storage), with C_in < C_out and
+    C_in > C_out, equals the float64 einsum; a float64 gradcheck covers both shapes."""
     for ci, co in ((4, 9), (9, 4)):
         (x, w, a, b, r), _ = make(2, ci, co, 6, 25, 3, torch.float32, True, True, 21)
         x, w, a, b, r = (p.detach() for p in (x, w, a, b, r))
