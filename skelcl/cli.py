@@ -18,7 +18,8 @@ from skelcl.errors import SkelclError
 COMMAND_MODULES = (
     "skelcl.data.commands",  # synth, info, show
     "skelcl.data.prepare",  # prepare
-    "skelcl.train.commands",  # pretrain, finetune, predict, demo, experiment, config, export
+    "skelcl.train.commands",  # pretrain, finetune, predict, config, export
+    "skelcl.study.commands",  # demo, experiment
     "skelcl.eval.commands",  # evaluate
     "skelcl.benchmark.commands",  # bench, bench compare, bench history
 )

@@ -10,8 +10,7 @@ import pytest
 
 from skelcl.cli import main
 from skelcl.errors import SkelclError
-from skelcl.train import config
-from skelcl.train.experiment import (
+from skelcl.study.experiment import (
     FROZEN_REF,
     TRAINABLE,
     check_comparisons,
@@ -23,6 +22,7 @@ from skelcl.train.experiment import (
     t_quantile,
     verdict,
 )
+from skelcl.train import config
 
 M = "avg_mAP_0.1:0.5"
 

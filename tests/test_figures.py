@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from skelcl.data.plot import class_colors, legend_handles, sequence_figure  # noqa: E402
 from skelcl.data.synthetic import CLASSES  # noqa: E402
 from skelcl.eval import Segment  # noqa: E402
-from skelcl.train import report  # noqa: E402
+from skelcl.study import report  # noqa: E402
 
 
 def cielab(color):

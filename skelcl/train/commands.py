@@ -1,4 +1,4 @@
-"""`skelcl pretrain | finetune | predict | demo | experiment | config | export`.
+"""`skelcl pretrain | finetune | predict | config | export` (demo and experiment: skelcl.study.commands).
 
 Config keys are set with trailing KEY=VALUE arguments (dotted, e.g. train.epochs=3 model.width=0.5);
 every key is checked (skelcl.train.config.KEYS) before anything is written. --resume RUN continues the run
@@ -102,29 +102,6 @@ def register(subparsers) -> None:
     p.add_argument("--gt-out", help="also write the cache's ground-truth segments here (for skelcl evaluate)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
-
-    p = subparsers.add_parser(
-        "demo",
-        help="one pretraining, then pretrained vs random init (few labels, linear probe), synthetic data",
-    )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo config overrides")
-    p.add_argument("--out", required=True, help="output directory (metrics.json, report.md, plots)")
-    p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
-    p.add_argument("--config", default="demo")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo)
-
-    p = subparsers.add_parser(
-        "experiment",
-        help="pretraining rows x protocols over seeds: paired differences with 95 %% t-intervals (resumable)",
-    )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="experiment config overrides")
-    p.add_argument("--out", required=True, help="output directory (table.md, results.json, runs/)")
-    p.add_argument("--data", help="cache to use (default: generate the synthetic one into OUT/data)")
-    p.add_argument("--config", default="experiment")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
-    p.set_defaults(func=cmd_experiment)
 
     p = subparsers.add_parser(
         "config", help="list the built-in configs, or show one's keys with their values and allowed ranges",
@@ -303,30 +280,6 @@ def cmd_predict(args) -> int:
     print(f"wrote segments of {len(cache)} sequences to {args.out} (class names in {CLASSES_FILE})")
     if args.gt_out:
         print(f"wrote ground-truth segments to {args.gt_out}")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    from skelcl.train.demo import run_demo
-
-    m = run_demo(
-        args.out, data=args.data, config_name=args.config, overrides=args.overrides, quiet=args.quiet
-    )
-    from skelcl.train.demo import SMOKE, comparison_lines
-
-    for c in m["comparisons"]:
-        print("\n".join(comparison_lines(c)))
-    print(SMOKE)
-    print(f"total {m['seconds']:.0f} s (pretraining {m['seconds_pretrain']:.0f} s) -> {args.out}")
-    return 0
-
-
-def cmd_experiment(args) -> int:
-    from skelcl.train.experiment import run_experiment
-
-    table = run_experiment(args.out, data=args.data, config_name=args.config, overrides=args.overrides,
-                           quiet=args.quiet, table_only=args.table_only)  # fmt: skip
-    print(table)
     return 0
 
 

@@ -147,7 +147,7 @@ KEYS: dict[str, Key] = {
     "seeds": Key("ints", 0),
     "protocols": Key("any", help="experiment / demo protocols: name -> finetune.* overrides"),
     "metric": Key("str"),
-    "rows": Key("any", help="experiment rows: {label, method, seeds, pretrain} (skelcl.train.experiment)"),
+    "rows": Key("any", help="experiment rows: {label, method, seeds, pretrain} (skelcl.study.experiment)"),
     "comparisons": Key("any", help="experiment comparisons: [row, reference] pairs"),
     "references": BOOL,  # experiment: random-init reference rows (trainable and frozen) under every protocol
     "data.tuning_seeds": Key("ints", 0, help="experiment: data seeds settings were chosen on"),

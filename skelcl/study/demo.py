@@ -20,49 +20,28 @@ from pathlib import Path
 import numpy as np
 
 from skelcl.errors import SkelclError
+from skelcl.study import report
+from skelcl.study.report import DESCRIBE, SMOKE, comparison_lines  # noqa: F401 (re-exported)
 from skelcl.train import config as config_mod
-from skelcl.train import report
-
-DESCRIBE = {"linear": "linear probe (frozen encoder + one per-frame linear layer)",
-            "frozen_fusion": "frozen encoder + trained U-fusion head",
-            "finetune": "fine-tuning"}  # fmt: skip
 
 
 def _as_experiment(demo: dict) -> dict:
-    """The sections skelcl.train.experiment's config builders read."""
+    """The sections skelcl.study.experiment's config builders read."""
     return {"data": demo["data"], "model": demo["model"], "pretrain": demo["pretrain"],
             "finetune": demo["finetune"]}  # fmt: skip
-
-
-def comparison_lines(c: dict) -> list:
-    """Text lines for one protocol's paired comparison (see run_demo's metrics["comparisons"])."""
-    what = DESCRIBE.get(c["protocol"], c["protocol"])
-    frac, ref = f"{100 * c['label_fraction']:g} % labels ({c['labeled_sequences']} sequences)", c["reference"]
-    lines = [f"{c['name']}: {what}, {frac}, {c['steps']} optimizer steps per run; pretrained vs {ref}:"]
-    for s, p, r in zip(c["seeds"], c["pretrained"], c["random"]):
-        lines.append(f"  label seed {s}: pretrained {p:.1f}, {c['reference']} {r:.1f}: {p - r:+.1f} points")
-    d = np.array(c["pretrained"]) - np.array(c["random"])
-    lines.append(f"  mean paired difference {d.mean():+.1f} points over {d.size} label seeds "
-                 f"(avg mAP@0.1:0.5, %)")  # fmt: skip
-    return lines
-
-
-SMOKE = ("One pretraining run (one seed): this is a smoke test that the pipeline runs end to end, not "
-         "evidence that pretraining helps or hurts. `skelcl experiment --config study_snippet` repeats the "
-         "comparison over pretraining and label seeds with 95 % intervals.")  # fmt: skip
 
 
 def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> dict:
     from skelcl.data import open_cache
     from skelcl.data.synthetic import generate_cache
-    from skelcl.train.data import SequenceStore
-    from skelcl.train.experiment import (
+    from skelcl.study.experiment import (
         FROZEN_REF,
         TRAINABLE,
         finetune_config,
         pretrain_config,
         reference_protocols,
     )
+    from skelcl.train.data import SequenceStore
     from skelcl.train.finetune import FROZEN, load_localizer, predict_probs, run_finetune
     from skelcl.train.pretrain import open_split, run_pretrain
     from skelcl.train.run import announce, show_bars

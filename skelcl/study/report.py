@@ -10,6 +10,29 @@ METRIC_ROWS = ("mAP@0.1", "mAP@0.3", "mAP@0.5", "mAP@0.7", "avg_mAP_0.1:0.5", "a
                "frame_accuracy", "frame_edit", "frame_F1@25")  # fmt: skip
 
 
+DESCRIBE = {"linear": "linear probe (frozen encoder + one per-frame linear layer)",
+            "frozen_fusion": "frozen encoder + trained U-fusion head",
+            "finetune": "fine-tuning"}  # fmt: skip
+
+
+def comparison_lines(c: dict) -> list:
+    """Text lines for one protocol's paired comparison (see run_demo's metrics["comparisons"])."""
+    what = DESCRIBE.get(c["protocol"], c["protocol"])
+    frac, ref = f"{100 * c['label_fraction']:g} % labels ({c['labeled_sequences']} sequences)", c["reference"]
+    lines = [f"{c['name']}: {what}, {frac}, {c['steps']} optimizer steps per run; pretrained vs {ref}:"]
+    for s, p, r in zip(c["seeds"], c["pretrained"], c["random"]):
+        lines.append(f"  label seed {s}: pretrained {p:.1f}, {c['reference']} {r:.1f}: {p - r:+.1f} points")
+    d = np.array(c["pretrained"]) - np.array(c["random"])
+    lines.append(f"  mean paired difference {d.mean():+.1f} points over {d.size} label seeds "
+                 f"(avg mAP@0.1:0.5, %)")  # fmt: skip
+    return lines
+
+
+SMOKE = ("One pretraining run (one seed): this is a smoke test that the pipeline runs end to end, not "
+         "evidence that pretraining helps or hurts. `skelcl experiment --config study_snippet` repeats the "
+         "comparison over pretraining and label seeds with 95 % intervals.")  # fmt: skip
+
+
 def _plt():
     import matplotlib
 
@@ -154,7 +177,7 @@ def curves_figure(pretrain_history, finetune_histories: dict, pretrain_config: d
 def plot_experiment(path, results: list, metric: str, protocols, comparisons=()) -> Path:
     """table.png. Top: one panel per protocol, its x axis shared by every row in it; per row, each
     replicate's metric (in %) as a dot coloured by seed (no lines: rows are separate runs) and the mean
-    over seeds as a black bar. Bottom (when comparisons are given, dicts of skelcl.train.experiment.compare):
+    over seeds as a black bar. Bottom (when comparisons are given, dicts of skelcl.study.experiment.compare):
     per protocol, each comparison's per-seed paired differences (small dots), their mean (diamond) and its
     95 % t-interval (whisker), coloured by verdict, with a line at 0."""
     plt = _plt()
@@ -326,9 +349,8 @@ def metrics_table(results: dict) -> str:
 
 
 def write_demo_report(out, metrics: dict, settings: str, plots) -> Path:
-    """report.md of `skelcl demo`: its paired comparisons (skelcl.train.demo), the smoke-test note, times,
+    """report.md of `skelcl demo`: its paired comparisons (skelcl.study.demo), the smoke-test note, times,
     settings and plots."""
-    from skelcl.train.demo import comparison_lines
 
     out = Path(out)
     text = [

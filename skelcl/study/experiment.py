@@ -505,7 +505,7 @@ def _write(out: Path, exp: dict, results: list, pre_stats: list, data) -> str:
     table = "\n".join(parts)
     (out / "table.md").write_text(table + "\n")
     if results:
-        from skelcl.train.report import plot_experiment
+        from skelcl.study.report import plot_experiment
 
         plot_experiment(out / "table.png", results, metric, protocols, explicit + vs_random)
     (out / "results.json").write_text(json.dumps(
