@@ -161,10 +161,7 @@ def test_shipped_experiment_configs_are_sound(name, tmp_path):
     assert pairs
     for job in plan(exp):
         if job["kind"] and job["kind"].startswith("pretrain"):
-            try:
-                config.load_config(f"pretrain_{job['method']}")
-            except SkelclError:
-                pytest.skip(f"pretrain_{job['method']}.yaml is not there yet")
+            config.load_config(f"pretrain_{job['method']}")  # every method ships its pretraining config
             cfg = pretrain_config(exp, job["method"], job["pretrain"], tmp_path, job["seed"])
             assert cfg["pretrain"]["method"] == job["method"]
     assert exp["finetune"]["train"]["steps"] > 0
