@@ -39,6 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_override(token: str) -> bool:
+    """A KEY=VALUE config override (not an option such as --out=X)."""
+    return "=" in token and not token.startswith("-") and bool(token.split("=", 1)[0].strip())
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parser.parse_args(argv), except that KEY=VALUE overrides may stand anywhere on the line (before,
+    between or after the options) for the subcommands that take them; their order is kept."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list):
+        args.overrides += [t for t in extra if is_override(t)]
+        extra = [t for t in extra if not is_override(t)]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 # The command being run, as given (run headers in log.txt / report.md show it).
 ARGV: list[str] | None = None
 
@@ -48,7 +65,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ARGV = ["skelcl", *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

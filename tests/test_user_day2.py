@@ -1,0 +1,71 @@
+"""A new user's second day (issue 22): inputs that used to end in a traceback, run silently or leave a
+folder behind. Each test names the input it stands for; every failed start must leave no run folder."""
+
+import pytest
+
+from skelcl.cli import main
+from skelcl.data.synthetic import SynthConfig, generate_cache
+
+SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
+
+# A tiny pretraining / fine-tuning run (seconds on a CPU).
+PRE = ["data.bodies=1", "model.width=0.125", "train.batch_size=6", "train.num_threads=2",
+       "pretrain.queue_size=8", "pretrain.snippet_queue_size=40", "pretrain.momentum=0.9"]  # fmt: skip
+FT = ["data.bodies=1", "model.width=0.125", "train.batch_size=4", "train.num_threads=2", "train.lr=0.003"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return generate_cache(tmp_path_factory.mktemp("data") / "tiny", 24, 3, config=SMALL, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pre_run(tiny, tmp_path_factory):
+    """A finished 1-epoch pretraining run (width 0.125)."""
+    out = tmp_path_factory.mktemp("runs") / "pre"
+    assert main(["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *PRE, "train.epochs=1"]) == 0
+    return out
+
+
+def _err(capsys, argv, *parts):
+    """main(argv) exits 2 with a one-line `skelcl CMD: error: ...` naming each of parts, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(f"skelcl {argv[0]}: error: "), err
+    assert not any("Traceback" in line for line in err), err
+    for p in parts:
+        assert p in err[-1], err
+    return err[-1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. KEY=VALUE overrides anywhere on the line.
+
+
+def test_overrides_before_and_after_options(tiny, tmp_path, capsys):
+    from skelcl.cli import build_parser, parse
+
+    out = tmp_path / "x"
+    # the last override is read (its bad value is what fails), so none was left unrecognized
+    argv = ["pretrain", "--config", "pretrain_cpu", "--data", str(tiny), "model.width=0.125",
+            "--out", str(out), "train.epochs=0"]  # fmt: skip
+    _err(capsys, argv, "train.epochs must be an integer >= 1, got 0")
+    assert not out.exists()
+    parser = build_parser()
+    for argv, want in [
+        (["pretrain", "a.b=1", "--data", "D", "c.d=2", "--out", "X", "e.f=3"], ["a.b=1", "c.d=2", "e.f=3"]),
+        (["finetune", "--out", "X", "a.b=1", "--pretrained", "P", "c.d=2"], ["a.b=1", "c.d=2"]),
+        (["demo", "a.b=1", "--out", "X", "--quiet", "c.d=2"], ["a.b=1", "c.d=2"]),
+        (["experiment", "--out", "X", "a.b=1", "--quiet", "c.d=2"], ["a.b=1", "c.d=2"]),
+        (["config", "show", "pretrain_cpu", "a.b=1"], ["a.b=1"]),
+    ]:
+        assert parse(parser, argv).overrides == want, argv
+    # a command without overrides still refuses them, and options stay options
+    with pytest.raises(SystemExit):
+        parse(parser, ["export", "R", "--out", "X", "a.b=1"])
+    with pytest.raises(SystemExit):
+        parse(parser, ["pretrain", "--out", "X", "--bogus=1"])
+    # config show reads overrides given after the name
+    assert main(["config", "show", "pretrain_cpu", "train.epochs=7", "model.width=0.5"]) == 0
+    shown = capsys.readouterr().out
+    assert "train.epochs = 7" in shown and "model.width = 0.5" in shown
