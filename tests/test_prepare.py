@@ -183,3 +183,74 @@ def test_emit_babel_and_segments_round_trip(tmp_path):
     np.testing.assert_array_equal(ds[0].joints[:, 0], a)
     assert ds[0].labels.tolist() == [0] * 30 + [4] * 31 and ds[1].labels.tolist() == [4] * 31
     assert ds.attr("babel_sid").tolist() == [10, 11]
+
+
+def make_pku_v2_release(root, rng):
+    """Phase 2: A01N01-L (one body), A01N02-M (two bodies), A02N03-R; splits in cross_*_v2.txt."""
+    seqs, labels = {}, {}
+    for name, bodies, T in (("A01N01-L", 1, 30), ("A01N02-M", 2, 20), ("A02N03-R", 1, 25)):
+        seqs[name] = rng.normal(size=(T, bodies, 25, 3)).astype(np.float32)
+    labels["A01N01-L"] = np.array([41] * 5 + [11] * 10 + [40] * 15)  # class 11 = hand waving, 40 = writing
+    labels["A01N02-M"] = np.array([0] * 20)
+    labels["A02N03-R"] = np.array([41] * 25)
+    splits = {
+        "cross_subject_v2": (["A01N01-L", "A02N03-R"], ["A01N02-M"]),
+        "cross_view_v2": (["A01N01-L", "A01N02-M"], ["A02N03-R"]),
+    }
+    emit.emit_pkummd(root, [(n, seqs[n], labels[n]) for n in seqs], splits, digits=None, phase=2)
+    return seqs, labels
+
+
+def test_cli_prepare_pkummd_phase2_detected_from_names(tmp_path, capsys):
+    src = tmp_path / "PKUMMDv2"
+    seqs, labels = make_pku_v2_release(src, np.random.default_rng(5))
+    # the label files carry phase-1 action ids: hand waving 13, writing 51, bow 1
+    assert (src / "Label" / "A01N01-L.txt").read_text().split() == ["13,5,14,1", "51,15,29,1"]
+    out = tmp_path / "cache"
+    assert main(["prepare", "pkummd", str(src), "--out", str(out), "--quiet"]) == 0
+    assert "wrote 3 sequences" in capsys.readouterr().out
+    ds = open_cache(out)
+    assert ds.num_classes == 42 and ds.classes[11] == "hand waving" and ds.classes[-1] == "background"
+    assert "handshaking" not in ds.classes
+    assert ds[0].labels.tolist() == labels["A01N01-L"].tolist()
+    assert ds[1].labels.tolist() == [0] * 20 and ds[2].labels.tolist() == [41] * 25
+    np.testing.assert_array_equal(ds[1].joints, seqs["A01N02-M"])
+    assert ds.split("xsub", "test").tolist() == [1] and ds.split("xview", "test").tolist() == [2]
+    assert ds.attr("subject").tolist() == [1, 2, 3] and ds.attr("script").tolist() == [1, 1, 2]
+    assert ds.attr("view").tolist() == [0, 1, 2]
+    assert ds.meta["source"]["phase"] == 2
+    assert ds.meta["source"]["split_files"]["xsub"] == str(src / "Split" / "cross_subject_v2.txt")
+    # --phase 2 given explicitly gives the same cache
+    assert (
+        main(["prepare", "pkummd", str(src), "--out", str(tmp_path / "c2"), "--quiet", "--phase", "2"]) == 0
+    )
+    assert open_cache(tmp_path / "c2")[0].labels.tolist() == labels["A01N01-L"].tolist()
+
+
+def test_cli_prepare_pkummd_refuses_phase_mixes(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    src = tmp_path / "PKUMMDv2"
+    make_pku_v2_release(src, rng)
+    out = tmp_path / "cache"
+    # --phase 1 on phase-2 files
+    assert main(["prepare", "pkummd", str(src), "--out", str(out), "--quiet", "--phase", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--phase 1" in err and str(src / "Skeleton" / "A01N01-L.txt") in err and not out.exists()
+    # a phase-1 split file next to phase-2 skeletons
+    for f in (src / "Split").iterdir():
+        f.unlink()
+    emit.write_pku_split(src / "Split" / "cross-subject.txt", ["0002-L"], ["0291-R"])
+    assert main(["prepare", "pkummd", str(src), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        str(src / "Split" / "cross-subject.txt") in err and "phase-1 video name" in err and not out.exists()
+    )
+    # a phase-1 skeleton file among phase-2 ones, parts given separately
+    (src / "Split" / "cross-subject.txt").unlink()
+    one = src / "Skeleton" / "0002-L.txt"
+    emit.write_pku_skeleton(one, rng.normal(size=(10, 1, 25, 3)))
+    rc = main(["prepare", "pkummd", "--skeletons", str(src / "Skeleton"), "--labels", str(src / "Label"),
+               "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(one) in err and str(src / "Skeleton" / "A01N01-L.txt") in err and not out.exists()

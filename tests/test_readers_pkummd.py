@@ -121,3 +121,71 @@ def test_frame_labels_match_a_naive_reference():
             assert labels[t] == (min(classes) if classes else 51)
         assert multi == sum(len({c for c, s, e in rows if s <= t <= e}) >= 2 for t in range(length))
         assert clipped == int((rows[:, 2] >= length).sum()) if len(rows) else clipped == 0
+
+
+# -- phase 2 ------------------------------------------------------------------------------------------
+
+# The ten two-person actions of phase 1, which phase 2 leaves out (its 41 classes are the one-person ones).
+TWO_PERSON = {
+    "giving something to other person", "handshaking", "hugging other person", "kicking other person",
+    "pat on back of other person", "point finger at the other person", "punching/slapping other person",
+    "pushing other person", "put something inside pocket", "take out something from pocket",
+}  # fmt: skip
+
+
+def test_phase2_classes_and_names():
+    classes = pkummd.class_names(2)
+    assert len(classes) == 42 and classes[-1] == "background"
+    assert not TWO_PERSON & set(classes)
+    assert classes[:4] == ["bow", "brushing hair", "brushing teeth", "check time (from watch)"]
+    assert classes[40] == "writing"
+    ids = pkummd.label_ids(2)
+    assert len(ids) == 41 and {pkummd.ACTIONS[i - 1] for i in set(range(1, 52)) - set(ids)} == TWO_PERSON
+    assert pkummd.parse_name("A03N07-M") == {"script": 3, "subject": 7, "view": 1}
+    assert pkummd.parse_name("A03N07") is None and pkummd.parse_name("A3N07-M") is None
+    assert pkummd.name_phase("A10N08-L") == 2 and pkummd.name_phase("0002-L") == 1
+    assert pkummd.name_phase("S001C001P001R001A001") is None
+
+
+def test_phase2_labels_map_ids_to_41_classes(tmp_path):
+    path = tmp_path / "A01N01-L.txt"
+    # id 1 (bow) on 0..1, id 13 (hand waving) on 3..4, id 51 (writing) on 6..6; background 41 elsewhere
+    path.write_text("1,0,1,1\n13,3,4,1\n51,6,6,2\n")
+    rows, swapped = pkummd.read_labels(path, phase=2)
+    assert swapped == 0
+    labels, multi, clipped = pkummd.frame_labels(rows, 8, phase=2)
+    # hand waving: phase-1 id 13, one two-person id (12) below it -> class 11; writing: 51 - 1 - 10 = 40
+    assert labels.tolist() == [0, 0, 41, 11, 11, 41, 40, 41]
+    assert multi == 0 and clipped == 0
+    assert pkummd.class_names(2)[11] == "hand waving"
+    # phase 1 keeps id - 1 for the same rows
+    assert pkummd.frame_labels(rows, 8)[0].tolist() == [0, 0, 51, 12, 12, 51, 50, 51]
+
+
+def test_phase2_refuses_two_person_label(tmp_path):
+    path = tmp_path / "A01N01-L.txt"
+    path.write_text("1,0,1,1\n12,3,4,1\n")
+    with pytest.raises(SkelclError) as err:
+        pkummd.read_labels(path, phase=2)
+    assert f"{path}:2:" in str(err.value) and "label 12" in str(err.value)
+    assert pkummd.read_labels(path)[0].shape == (2, 3)  # a phase-1 file may hold it
+
+
+def test_phase2_split_files_and_phase_mixes(tmp_path):
+    train, test = ["A01N01-L", "A01N01-M", "A02N04-R"], ["A01N02-L", "A26N13-R"]
+    emit.write_pku_split(tmp_path / "cross_subject_v2.txt", train, test, per_line=2)
+    assert pkummd.read_split(tmp_path / "cross_subject_v2.txt", phase=2) == (train, test)
+    with pytest.raises(SkelclError, match=r"cross_subject_v2.txt:2: 'A01N01-L' is a phase-2 video name"):
+        pkummd.read_split(tmp_path / "cross_subject_v2.txt")
+    emit.write_pku_split(tmp_path / "cross-subject.txt", ["0002-L"], ["0291-R"])
+    with pytest.raises(SkelclError, match=r"cross-subject.txt:2: '0002-L' is a phase-1 video name"):
+        pkummd.read_split(tmp_path / "cross-subject.txt", phase=2)
+    one, two = tmp_path / "0002-L.txt", tmp_path / "A10N08-L.txt"
+    assert pkummd.detect_phase([two, tmp_path / "notes.txt"]) == 2
+    assert pkummd.detect_phase([one]) == 1 and pkummd.detect_phase([tmp_path / "x.txt"]) == 1
+    with pytest.raises(SkelclError) as err:
+        pkummd.detect_phase([one, two])
+    assert str(one) in str(err.value) and str(two) in str(err.value) and "mixed" in str(err.value)
+    with pytest.raises(SkelclError) as err:
+        pkummd.detect_phase([one], phase=2)
+    assert str(one) in str(err.value) and "--phase 2" in str(err.value)

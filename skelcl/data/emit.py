@@ -6,8 +6,8 @@ Numbers are written with repr-exact precision unless `digits` is given (the real
 significant digits).
 
 Low level: write_ntu_skeleton, write_pku_skeleton, write_pku_labels, write_pku_split, write_babel_json,
-write_joint_array, write_ctrgcn_npz, write_pyskl_pickle. Dataset level: emit_ntu, emit_pkummd, emit_babel
-(each takes an iterable of sequences and lays out a whole release folder).
+write_joint_array, write_ctrgcn_npz, write_pyskl_pickle. Dataset level: emit_ntu, emit_pkummd (phase 1 or 2),
+emit_babel (each takes an iterable of sequences and lays out a whole release folder).
 """
 
 from __future__ import annotations
@@ -136,19 +136,35 @@ def labels_to_segments(labels, background: int) -> list[tuple[int, int, int]]:
     return segs
 
 
-def emit_pkummd(root, sequences, splits=None, *, background: int = 51, digits: int | None = 7) -> Path:
-    """Lay out a PKU-MMD v1 release under root: PKU_Skeleton_Renew/, Train_Label_PKU_final/, Split/.
+def pku_v2_name(script: int, subject: int, view: str) -> str:
+    """A PKU-MMD phase-2 video name: (3, 7, "M") -> "A03N07-M"."""
+    return f"A{script:02d}N{subject:02d}-{view}"
 
-    sequences: iterable of (name like 0002-L, joints (T, M<=2, 25, 3), labels (T,) 0-based class indices
-    with `background` (and -1) for no action). splits: {"cross-subject": (train names, val names),
-    "cross-view": (...)} written as Split/<key>.txt."""
+
+def emit_pkummd(
+    root, sequences, splits=None, *, background: int | None = None, digits: int | None = 7, phase: int = 1
+) -> Path:
+    """Lay out a PKU-MMD release under root. Phase 1: PKU_Skeleton_Renew/, Train_Label_PKU_final/, Split/;
+    phase 2: Skeleton/, Label/, Split/.
+
+    sequences: iterable of (name like 0002-L or, phase 2, A01N01-L, joints (T, M<=2, 25, 3), labels (T,)
+    0-based class indices of the phase's class list with `background` (default: the phase's, 51 or 41)
+    and -1 for no action); label files get the phase's action ids (pkummd.label_ids). splits:
+    {"cross-subject": (train names, val names), "cross-view": (...)} written as Split/<key>.txt."""
+    from skelcl.data.pkummd import label_ids
+
+    ids = label_ids(phase)
+    background = len(ids) if background is None else background
     root = Path(root)
-    skel, lab, spl = root / "PKU_Skeleton_Renew", root / "Train_Label_PKU_final", root / "Split"
+    if phase == 1:
+        skel, lab, spl = root / "PKU_Skeleton_Renew", root / "Train_Label_PKU_final", root / "Split"
+    else:
+        skel, lab, spl = root / "Skeleton", root / "Label", root / "Split"
     for d in (skel, lab, spl):
         d.mkdir(parents=True, exist_ok=True)
     for name, joints, labels in sequences:
         write_pku_skeleton(skel / f"{name}.txt", joints, digits=digits)
-        rows = [(c + 1, s, e, 1) for c, s, e in labels_to_segments(labels, background)]
+        rows = [(ids[c], s, e, 1) for c, s, e in labels_to_segments(labels, background)]
         write_pku_labels(lab / f"{name}.txt", rows)
     for key, (train, val) in (splits or {}).items():
         write_pku_split(spl / f"{key}.txt", train, val)

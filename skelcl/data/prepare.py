@@ -227,6 +227,11 @@ def _prepare_ntu_pyskl(src, out, num_classes, dtype, normalize, skip_bad, overwr
 
 # -- PKU-MMD -------------------------------------------------------------------------------------------
 
+# Default folders under SRC, first found wins (phase-1 release names first, then plain ones).
+SKELETON_DIRS = ("PKU_Skeleton_Renew", "Skeleton", "skeleton", "Skeleton_v2", "skeleton_v2")
+LABEL_DIRS = ("Train_Label_PKU_final", "Label", "label", "Label_v2", "label_v2", "Label_PKUMMD_v2")
+SPLIT_DIRS = ("Split", "split", "Split_v2", "split_v2")
+
 
 def prepare_pkummd(
     src=None,
@@ -235,46 +240,59 @@ def prepare_pkummd(
     skeletons=None,
     labels=None,
     splits=None,
+    phase: int | None = None,
     dtype: str = "float32",
     normalize: bool = False,
     skip_bad: bool = False,
     overwrite: bool = False,
     quiet: bool = True,
 ) -> Report:
-    """PKU-MMD v1. `src` is the unpacked release; `skeletons`, `labels`, `splits` override its parts
-    (PKU_Skeleton_Renew/, Train_Label_PKU_final/, Split/)."""
+    """PKU-MMD phase 1 or 2. `src` is the unpacked release; `skeletons`, `labels`, `splits` override its
+    parts (default the first folder found of SKELETON_DIRS, LABEL_DIRS, SPLIT_DIRS under src). `phase`:
+    1, 2 or None to tell it from the skeleton file names (0002-L: phase 1, A01N01-L: phase 2); files of
+    both phases, or of the other phase than `phase`, are refused. See skelcl.data.pkummd."""
     if out is None:
         raise SkelclError("prepare pkummd: --out is required")
     root = Path(src) if src is not None else None
     if root is not None and not root.is_dir():
         raise SkelclError(f"{root}: no such directory")
 
-    def part(given, default):
+    def part(given, candidates, option):
         if given is not None:
             return Path(given)
         if root is None:
-            raise SkelclError(f"prepare pkummd: give SRC or --{default.split('_')[0].lower()} folders")
-        return root / default
+            return None
+        for name in candidates:
+            if (root / name).is_dir():
+                return root / name
+        return root / candidates[0] if option == "skeletons" else None
 
-    skel_dir = part(skeletons, "PKU_Skeleton_Renew")
-    label_dir = Path(labels) if labels is not None else (root / "Train_Label_PKU_final" if root else None)
-    split_dir = Path(splits) if splits is not None else (root / "Split" if root else None)
+    skel_dir = part(skeletons, SKELETON_DIRS, "skeletons")
+    if skel_dir is None:
+        raise SkelclError("prepare pkummd: give SRC or --skeletons")
+    label_dir = part(labels, LABEL_DIRS, "labels")
+    split_dir = part(splits, SPLIT_DIRS, "splits")
+    if split_dir is None and root is not None and splits is None:
+        split_dir = root  # some layouts keep cross_subject_v2.txt next to the folders
     if not skel_dir.is_dir():
         raise SkelclError(f"{skel_dir}: skeleton folder not found")
     files = sorted(skel_dir.glob("*.txt"))
     if not files:
         raise SkelclError(f"{skel_dir}: no skeleton .txt files")
-    report = Report("pkummd", str(root if root else skel_dir))
+    phase = pkummd.detect_phase(files, phase)
+    report = Report("pkummd" if phase == 1 else "pkummd-phase2", str(root if root else skel_dir))
 
     membership: dict[str, dict[str, str]] = {}
     split_schemes = {}
-    for scheme, fname in pkummd.SPLIT_FILES.items():
-        path = split_dir / fname if split_dir is not None else None
-        if path is None or not path.is_file():
+    split_paths = {}
+    for scheme, fnames in pkummd.SPLIT_NAMES[phase].items():
+        found = [split_dir / f for f in fnames if (split_dir / f).is_file()] if split_dir is not None else []
+        if not found:
             report.count(f"split_file_missing_{scheme}")
             continue
-        train, test = pkummd.read_split(path)
+        train, test = pkummd.read_split(found[0], phase)
         split_schemes[scheme] = pkummd.SPLITS[scheme]
+        split_paths[scheme] = str(found[0])
         for name in train:
             membership.setdefault(name, {})[scheme] = "train"
         for name in test:
@@ -282,15 +300,18 @@ def prepare_pkummd(
 
     source = {
         "dataset": "pkummd",
+        "phase": phase,
         "path": str(root) if root else None,
         "skeletons": str(skel_dir),
         "labels": str(label_dir) if label_dir else None,
         "splits": str(split_dir) if split_dir else None,
+        "split_files": split_paths,
+        "label_ids": list(pkummd.label_ids(phase)),
         "label_frames": "start..end inclusive, 0-based; lowest class wins on overlap",
     }
     with CacheWriter(
-        out, pkummd.CLASSES, dtype=dtype, max_bodies=2, splits=split_schemes, attrs=pkummd.ATTRS,
-        source=source, overwrite=overwrite,
+        out, pkummd.class_names(phase), dtype=dtype, max_bodies=2, splits=split_schemes,
+        attrs=pkummd.PHASE_ATTRS[phase], source=source, overwrite=overwrite,
     ) as writer:  # fmt: skip
         run = _Run(writer, report, normalize=normalize, skip_bad=skip_bad)
         for path in _progress(files, "pkummd", quiet):
@@ -306,11 +327,11 @@ def prepare_pkummd(
             label_path = label_dir / path.name if label_dir is not None else None
             if label_path is not None and label_path.is_file():
                 try:
-                    rows, swapped = pkummd.read_labels(label_path)
+                    rows, swapped = pkummd.read_labels(label_path, phase)
                 except SkelclError as err:
                     run.bad(label_path, err)
                     continue
-                frame_labels, multi, clipped = pkummd.frame_labels(rows, joints.shape[0])
+                frame_labels, multi, clipped = pkummd.frame_labels(rows, joints.shape[0], phase)
                 report.count("label_rows", len(rows))
                 report.count("label_rows_swapped", swapped)
                 report.count("label_rows_clipped", clipped)
@@ -446,8 +467,8 @@ def _run_pkummd(args) -> int:
     _check_out(args)
     report = prepare_pkummd(
         args.src, args.out, skeletons=args.skeletons, labels=args.labels, splits=args.splits,
-        dtype=args.dtype, normalize=args.normalize, skip_bad=args.skip_bad, overwrite=args.overwrite,
-        quiet=args.quiet,
+        phase=args.phase, dtype=args.dtype, normalize=args.normalize, skip_bad=args.skip_bad,
+        overwrite=args.overwrite, quiet=args.quiet,
     )  # fmt: skip
     return _finish_cli(args, report)
 
@@ -482,15 +503,25 @@ def register(subparsers) -> None:
     _common(p)
     p.set_defaults(func=_run_ntu)
 
-    p = sub.add_parser("pkummd", help="PKU-MMD v1: skeletons, labels, split files")
+    p = sub.add_parser("pkummd", help="PKU-MMD phase 1 or 2: skeletons, labels, split files")
     p.add_argument(
         "src", nargs="?", help="unpacked release (PKU_Skeleton_Renew/, Train_Label_PKU_final/, Split/)"
     )
-    p.add_argument("--skeletons", metavar="DIR", help="skeleton folder (default SRC/PKU_Skeleton_Renew)")
-    p.add_argument("--labels", metavar="DIR", help="label folder (default SRC/Train_Label_PKU_final)")
     p.add_argument(
-        "--splits", metavar="DIR", help="folder with cross-subject.txt, cross-view.txt (default SRC/Split)"
+        "--skeletons", metavar="DIR", help="skeleton folder (default SRC/PKU_Skeleton_Renew or SRC/Skeleton)"
     )
+    p.add_argument(
+        "--labels", metavar="DIR", help="label folder (default SRC/Train_Label_PKU_final or SRC/Label)"
+    )
+    p.add_argument(
+        "--splits", metavar="DIR",
+        help="folder with the split files: cross-subject.txt, cross-view.txt (phase 1) or "
+        "cross_subject_v2.txt, cross_view_v2.txt (phase 2) (default SRC/Split, else SRC)",
+    )  # fmt: skip
+    p.add_argument(
+        "--phase", type=int, choices=(1, 2),
+        help="PKU-MMD phase (default: from the file names, 0002-L phase 1, A01N01-L phase 2)",
+    )  # fmt: skip
     _common(p)
     p.set_defaults(func=_run_pkummd)
 
