@@ -69,3 +69,43 @@ def test_overrides_before_and_after_options(tiny, tmp_path, capsys):
     assert main(["config", "show", "pretrain_cpu", "train.epochs=7", "model.width=0.5"]) == 0
     shown = capsys.readouterr().out
     assert "train.epochs = 7" in shown and "model.width = 0.5" in shown
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Choosing a pretraining method chooses its views; a recipe that cannot serve it is refused up front.
+
+
+def test_method_brings_its_recipe(tiny, tmp_path, capsys):
+    import yaml
+
+    from skelcl.train import config
+
+    out = tmp_path / "rvt"
+    argv = ["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *PRE, "train.epochs=1"]
+    assert main([*argv, "pretrain.method=rvtclr"]) == 0  # was: IndexError in augment/params.py
+    ran = yaml.safe_load((out / "config.yaml").read_text())["pretrain"]
+    assert (ran["method"], ran["recipe"]) == ("rvtclr", "rvtclr")
+    for method in ("skeletonclr", "rvtclr", "aimclr"):
+        for name in ("pretrain_skeletonclr", "pretrain_cpu", "pretrain_aimclr"):
+            cfg = config.resolve(name, [f"pretrain.method={method}"])
+            assert cfg["pretrain"]["recipe"] == method, (name, method)
+    # a file that changes the method of its base gets the method's recipe too
+    f = tmp_path / "mine.yaml"
+    f.write_text("base: pretrain_cpu\npretrain:\n  method: aimclr\n")
+    assert config.resolve(str(f))["pretrain"]["recipe"] == "aimclr"
+    # a recipe given explicitly is kept
+    assert (
+        config.resolve("pretrain_cpu", ["pretrain.recipe=rvtclr", "pretrain.method=skeletonclr"])["pretrain"][
+            "recipe"
+        ]
+        == "rvtclr"
+    )
+
+
+@pytest.mark.parametrize("method", ["rvtclr", "aimclr"])
+def test_recipe_with_too_few_views_refused_before_the_folder(tiny, tmp_path, capsys, method):
+    out = tmp_path / "r"
+    argv = ["pretrain", "--data", str(tiny), "--out", str(out), *PRE, "train.epochs=1",
+            f"pretrain.method={method}", "pretrain.recipe=skeletonclr"]  # fmt: skip
+    _err(capsys, argv, f"pretrain.method {method} needs 3 views", "gives 2", f"pretrain.recipe={method}")
+    assert not out.exists()

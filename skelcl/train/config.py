@@ -330,8 +330,22 @@ def load_config(name_or_path) -> dict:
         base = cfg.pop("base")
         if not isinstance(base, str) or base == p.stem:
             raise SkelclError(f"{p}: base must name another config, got {base!r}")
+        changes = cfg
         cfg = merge(load_config(base), cfg, where=str(p))
+        part = changes.get("pretrain") if isinstance(changes.get("pretrain"), dict) else {}
+        follow_method(cfg, "method" in part, "recipe" in part)
     return cfg
+
+
+def follow_method(cfg: dict, method_set: bool, recipe_set: bool) -> None:
+    """Choosing a pretraining method chooses its views: where pretrain.method was set (on the command
+    line, or by a file with `base:`) and pretrain.recipe was not, the recipe becomes the method's built-in
+    one (skelcl/configs/augment.yaml holds a recipe of each method's name). A recipe set together with the
+    method is kept (skelcl.train.pretrain checks that it gives the method's views)."""
+    pre = cfg.get("pretrain")
+    if method_set and not recipe_set and isinstance(pre, dict) and "recipe" in pre:
+        if isinstance(pre.get("method"), str):
+            pre["recipe"] = pre["method"]
 
 
 def set_dotted(cfg: dict, key: str, value, where: str = "override") -> None:
@@ -413,8 +427,10 @@ def merge(base: dict, update: dict, where: str = "config") -> dict:
 
 
 def resolve(name_or_path, overrides=()) -> dict:
-    """The config with overrides applied, validated (validate)."""
+    """The config with overrides applied (pretrain.method=M brings M's recipe: follow_method), validated."""
     cfg = apply_overrides(load_config(name_or_path), overrides)
+    keys = [str(item).split("=", 1)[0].strip() for item in overrides or ()]
+    follow_method(cfg, "pretrain.method" in keys, "pretrain.recipe" in keys)
     return validate(cfg, where=_where(name_or_path))
 
 

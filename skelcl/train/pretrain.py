@@ -59,6 +59,20 @@ def build_moco(cfg: dict, keys_per_epoch: int | None = None) -> MoCo:
     return MoCo(backbone_config(cfg["model"]), **p)
 
 
+def check_views(p: dict, recipe) -> None:
+    """SkelclError unless the recipe gives the views pretrain.method needs (skelcl.models.moco.VIEWS)."""
+    from skelcl.models.moco import VIEWS
+
+    need = VIEWS[p["method"]]
+    if len(recipe.views) < len(need):
+        have = ", ".join(v.name for v in recipe.views)
+        raise SkelclError(
+            f"pretrain.method {p['method']} needs {len(need)} views ({', '.join(need)}); pretrain.recipe "
+            f"{p['recipe']} gives {len(recipe.views)} ({have}): set pretrain.recipe={p['method']}, or leave "
+            "pretrain.recipe unset (a method set on the command line brings its recipe)"
+        )
+
+
 def open_split(data_cfg: dict, part_key: str = "part"):
     """The cache view named by data.path / data.split / data.<part_key> (split null: every sequence)."""
     if not data_cfg.get("path"):
@@ -93,6 +107,7 @@ def run_pretrain(
     check_out(out, resume, overwrite)
     store = SequenceStore.from_config(open_split(cfg["data"]), cfg["data"])
     recipe = augment.load_recipe(cfg["pretrain"]["recipe"])
+    check_views(cfg["pretrain"], recipe)
     bs = int(t["batch_size"])
     # Keys one epoch adds to the queues (all ranks): the queues are sized against it.
     keys_per_epoch = len(epoch_batches(len(store), bs, seed, 0, len(store) >= bs)) * bs * world_info()[1]
