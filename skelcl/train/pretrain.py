@@ -11,7 +11,6 @@ order and augmentation are functions of (seed, epoch, step), so a resumed run eq
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 
@@ -127,8 +126,7 @@ def run_pretrain(
     pc = cfg["pretrain"]
     for note in resolve_queue_sizes(pc["queue_size"], pc["snippet_queue_size"], keys_per_epoch,
                                     model.num_snippets)[2]:  # fmt: skip
-        run.log(f"warning: {note}")
-        warnings.warn(note, stacklevel=2)
+        run.log(f"warning: {note}")  # printed and written to log.txt once, not also a Python warning
     S = model.num_snippets
     waits = []  # per epoch: share of the time the step loop waited for data
     run.start_epochs(start, epochs)
