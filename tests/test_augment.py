@@ -85,14 +85,14 @@ def test_numba_matches_reference_whole_sequence(op):
         assert not out[0][b, n:].any()
 
 
-@pytest.mark.parametrize("name", ["skeletonclr", "aimclr", "finetune"])
+@pytest.mark.parametrize("name", ["skeletonclr", "rvtclr", "aimclr", "finetune"])
 def test_builtin_recipes_match_reference(name):
     x, lengths = make_batch(B=6, T=340, seed=3)
     params = aug.sample(name, lengths, np.random.default_rng(11))
     ref = aug.apply(x, lengths, params, backend="numpy")
     out = aug.apply(x, lengths, params, backend="numba")
     check_close(out, ref)
-    n_views = {"skeletonclr": 2, "aimclr": 3, "finetune": 1}[name]
+    n_views = {"skeletonclr": 2, "rvtclr": 3, "aimclr": 3, "finetune": 1}[name]
     assert len(out) == n_views
     if name != "finetune":
         assert all(o.shape == (6, 150, 2, 25, 3) for o in out)
@@ -154,20 +154,93 @@ def test_tempo_views_hand_checked():
     np.testing.assert_array_equal(aug.source_frames(params, 0), q[:, :, 0, 0, 0].astype(np.int64))
 
 
-def test_reflect_padded_crop_hand_checked():
+@pytest.mark.parametrize("pad", [None, "edge", "reflect"])
+def test_padded_crop_hand_checked(pad):
     B, T = 200, 120
     x = ramp_batch(B, T)
     lengths = np.full(B, T)
-    recipe = make_recipe({"crop": {"pad_ratio": 6}}, window=T, frames=T)
+    crop = {"pad_ratio": 6} if pad is None else {"pad_ratio": 6, "pad": pad}
+    recipe = make_recipe({"crop": crop}, window=T, frames=T)
     params = aug.sample(recipe, lengths, np.random.default_rng(1))
     (out,) = aug.apply(x, lengths, params)
     shifts = params.views[0].crop_shift
     assert shifts.min() >= -20 and shifts.max() <= 20 and len(set(shifts.tolist())) > 20
-    for b in range(B):
-        c = shifts[b]
-        # the window padded by 20 mirrored frames (edge repeated), then T frames from 20 + c
+    if pad == "reflect":  # the window padded by 20 mirrored frames (edge repeated)
         padded = np.concatenate([np.arange(20)[::-1], np.arange(T), np.arange(T - 20, T)[::-1]])
+    else:  # default "edge": 20 copies of the first / last frame
+        padded = np.concatenate([np.zeros(20), np.arange(T), np.full(20, T - 1)])
+    for b in range(B):  # then T frames from 20 + c
+        c = shifts[b]
         np.testing.assert_array_equal(out[b, :, 0, 5, 1], padded[20 + c : 20 + c + T])
+
+
+# Lengths around the 300-frame window of the pretraining recipes (synthetic sequences: 240-360 frames).
+SHORT_AND_LONG = [60, 150, 200, 240, 260, 299, 300, 340, 360, 400] * 4
+
+
+def time_ops_only(name: str, pad=None) -> aug.Recipe:
+    """Built-in recipe `name` with only its time ops (crop, crop_resize, tempo), read from the YAML file
+    itself; pad: the crops' pad setting (None: as in the file)."""
+    import yaml
+
+    from skelcl.augment.recipe import BUILTIN_PATH
+
+    raw = yaml.safe_load(BUILTIN_PATH.read_text())[name]
+    for view in raw["views"]:
+        view["ops"] = {k: v for k, v in view["ops"].items() if k in ("crop", "crop_resize", "tempo")}
+        if pad is not None and "crop" in view["ops"]:
+            view["ops"]["crop"]["pad"] = pad
+    return recipe_from_dict(name, raw)
+
+
+def backwards_share(views, params) -> float:
+    """From the outputs of a ramp batch (value = source frame): the share of valid output frames t >= 1
+    whose value is below that of frame t - 1."""
+    back = total = 0
+    for v, out in enumerate(views):
+        values = out[:, :, 0, 0, 0]
+        pairs = np.arange(1, values.shape[1])[None, :] < params.views[v].out_len[:, None]
+        back += int(((np.diff(values, axis=1) < 0) & pairs).sum())
+        total += int(pairs.sum())
+    return back / total
+
+
+@pytest.mark.parametrize("name", ["skeletonclr", "rvtclr", "aimclr"])
+def test_default_recipes_never_play_time_backwards(name):
+    lengths = np.array(SHORT_AND_LONG)
+    x = ramp_batch(len(lengths), int(lengths.max()))
+    recipe = time_ops_only(name)  # the shipped time ops, spatial ops dropped so the ramp stays readable
+    params = aug.sample(recipe, lengths, np.random.default_rng(3))
+    for backend in ("numpy", "numba"):
+        reversed_frames = backwards_share(aug.apply(x, lengths, params, backend=backend), params)
+        assert reversed_frames == 0, backend
+    assert aug.reversed_share(params) == 0
+    assert aug.reversed_share(aug.sample(name, lengths, np.random.default_rng(4))) == 0  # full recipe
+
+
+@pytest.mark.parametrize("name", ["skeletonclr", "rvtclr"])
+def test_reflect_padding_plays_backwards_only_when_asked(name):
+    lengths = np.array(SHORT_AND_LONG)
+    x = ramp_batch(len(lengths), int(lengths.max()))
+    params = aug.sample(time_ops_only(name, pad="reflect"), lengths, np.random.default_rng(3))
+    ref = aug.apply(x, lengths, params, backend="numpy")
+    share = backwards_share(ref, params)
+    assert share > 0.01  # mirrored crop borders and mirrored ends of short sequences
+    assert aug.reversed_share(params) == pytest.approx(share, abs=1e-12)
+    check_close(aug.apply(x, lengths, params, backend="numba"), ref)
+    short = lengths < 300  # only those reach past the sequence's end
+    assert backwards_share([v[short] for v in ref], _rows(params, short)) > share
+    # the same draws with edge padding: identical except where reflect mirrored
+    edge = aug.sample(time_ops_only(name, pad="edge"), lengths, np.random.default_rng(3))
+    assert [v.crop_shift.tolist() for v in edge.views] == [v.crop_shift.tolist() for v in params.views]
+    assert backwards_share(aug.apply(x, lengths, edge), edge) == 0 == aug.reversed_share(edge)
+
+
+def _rows(params, rows):
+    """A stand-in for params restricted to samples `rows` (only out_len is read by backwards_share)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(views=[SimpleNamespace(out_len=v.out_len[rows]) for v in params.views])
 
 
 def test_crop_resize_of_linear_ramp_stays_linear():
@@ -374,6 +447,7 @@ def test_recipe_errors_name_the_field(tmp_path):
         "unknown setting": ({"shear": {"radius": 1}}, "unknown setting 'radius'"),
         "even blur": ({"blur": {"size": 4}}, "odd number"),
         "probability": ({"flip": {"p": 2}}, r"flip.p: expected a number in \[0.0, 1.0\]"),
+        "pad mode": ({"crop": {"pad": "wrap"}}, r"crop.pad: expected one of edge, reflect, got 'wrap'"),
     }
     for ops, pattern in bad.values():
         with pytest.raises(SkelclError, match=pattern):

@@ -10,7 +10,7 @@ try:
 except ImportError as e:  # only a missing DALI skips these tests
     pytest.skip(f"nvidia.dali cannot be imported: {e}", allow_module_level=True)
 
-from test_augment import OPS_P1, check_close, make_batch, make_recipe
+from test_augment import OPS_P1, SHORT_AND_LONG, check_close, make_batch, make_recipe, time_ops_only
 
 import skelcl.augment as aug
 from skelcl.augment.dali_backend import apply_dali
@@ -32,12 +32,26 @@ def test_dali_cpu_matches_reference_per_op(op):
     check_close(out, ref)
 
 
-@pytest.mark.parametrize("name", ["skeletonclr", "aimclr", "finetune"])
+@pytest.mark.parametrize("name", ["skeletonclr", "rvtclr", "aimclr", "finetune"])
 def test_dali_cpu_matches_reference_builtin(name):
     x, lengths = make_batch(B=6, T=330, seed=22, min_len=40)
     params = aug.sample(name, lengths, np.random.default_rng(12))
     out, ref = run_both(x, lengths, params)
     check_close(out, ref)
+
+
+@pytest.mark.parametrize("pad", ["edge", "reflect"])
+def test_dali_cpu_matches_reference_pad_modes(pad):
+    """Short and long sequences, the rvtclr time ops with each pad mode: the same frames in every backend."""
+    lengths = np.array(SHORT_AND_LONG[:10])
+    x, _ = make_batch(B=len(lengths), T=int(lengths.max()), seed=26)
+    for b, n in enumerate(lengths):
+        x[b, n:] = 0
+    params = aug.sample(time_ops_only("rvtclr", pad=pad), lengths, np.random.default_rng(14))
+    out, ref = run_both(x, lengths, params)
+    check_close(out, ref)
+    check_close(aug.apply(x, lengths, params, backend="numba"), ref)
+    assert (aug.reversed_share(params) > 0) == (pad == "reflect")
 
 
 def test_dali_cpu_all_ops_whole_sequence():

@@ -14,10 +14,10 @@ Views of the built-in recipes (skelcl/configs/augment.yaml):
   "skeletonclr": index 0 = query, 1 = key at the SAME tempo; "rvtclr": 0 = query, 1 = key at the same
   tempo, 2 = key at the other tempo; "aimclr": 0 = query, 1 = key at the other tempo, 2 = extreme view.
   Each sample gets one 300-frame window (random start; sequences shorter than 300 frames are extended by
-  mirroring); every view is a tempo view of 150 frames: speed 1 (150 consecutive frames at a random
+  repeating their last frame); every view is a tempo view of 150 frames: speed 1 (150 consecutive frames at a random
   offset o in [0, 150]) or speed 2 (every 2nd frame, o in {0, 1}). Tempo op settings: `pair: true` views
   share one random permutation of the speeds per sample (so they differ), `same_as: VIEW` copies VIEW's
-  speed (own offset); params.views[v].speed tells. Each view also gets its own reflect-padded temporal
+  speed (own offset); params.views[v].speed tells. Each view also gets its own edge-padded temporal
   crop (shift in [-50, 50]) and shear (r = 0.5). The AimCLR extreme view adds flip, rotation, Gaussian
   noise, temporal Gaussian blur and an axis mask, at a random tempo.
   "finetune": one view, the whole sequence at the batch's length T (labels stay aligned), flip + shear.
@@ -26,10 +26,13 @@ Ops, applied in this order: time map (crop, crop_resize, tempo) -> flip -> shear
 blur -> axis mask -> joint mask / part mask.
   time map: output frame t reads window coordinate u(t) = offset + step * t (ViewParams.offset, .step,
     composed from the crop shift c, crop-resize window (b, Lc), tempo (speed s, offset o)); integer
-    coordinates outside [0, W) are mirrored into the window (reflect padding, edge frame repeated, as
-    concatenating the reversed first/last frames), window frame i is sequence frame window_start + i,
-    mirrored again into [0, length) when the window runs past the end of a short sequence; fractional u
-    interpolates linearly between the neighbouring frames.
+    coordinates outside [0, W) are padded into the window, window frame i is sequence frame
+    window_start + i, padded again into [0, length) when the window runs past the end of a short
+    sequence; fractional u interpolates linearly between the neighbouring frames. Padding (the crop's
+    `pad`): "edge" (default) repeats the first / last frame, so time never runs backwards; "reflect"
+    (only when a recipe asks: `crop: {pad_ratio: 6, pad: reflect}`) mirrors, edge frame repeated, and the
+    mirrored frames play backwards. reversed_share(params) is the share of output frames whose source
+    frame lies before that of the previous output frame (0 with "edge").
   flip: joints permuted by skelcl.data.skeleton.FLIP_PERM and x negated.  shear: x -> S x, S = I with
     off-diagonals U(-r, r).  rotate: x -> Rz Ry Rx x (main axis +-30 deg, the others +-1 deg).
   noise: + std * n on every coordinate of the valid output frames (an absent, all-zero second body
@@ -49,7 +52,7 @@ output frame (in sequence coordinates; -1 for padding frames).
 
 Bad input: a length < 1 or > T, NaN/inf in a valid frame, a non-float32 batch or params sampled for other
 lengths raise SkelclError before any kernel runs. Rules instead of errors: a window or crop longer than the
-sequence mirrors the sequence (see time map); a one-frame sequence repeats its frame.
+sequence pads the sequence (see time map); a one-frame sequence repeats its frame.
 
 Backends: "numba" (default; fused, parallel over samples), "dali" (a DALI pipeline fed by an external
 source; CPU operators without a GPU), "numpy" (per-sample float64 reference, for tests).
@@ -60,6 +63,7 @@ from skelcl.augment.params import (
     PART_NAMES,
     Params,
     ViewParams,
+    reversed_share,
     sample,
     source_frames,
     time_table,
@@ -77,6 +81,7 @@ __all__ = [
     "apply",
     "check_batch",
     "load_recipe",
+    "reversed_share",
     "sample",
     "source_frames",
     "time_table",

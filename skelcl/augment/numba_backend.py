@@ -3,12 +3,13 @@
 Per sample and view the kernel first derives, from the raw draws, the matrix A = R S F (rotation, shear,
 flip mirror), the joint permutation, the keep mask and the blur taps (the formulas of
 skelcl.augment.params, evaluated inside the parallel loop). Then, for output frame t, it computes the
-window coordinate u = offset + step * t, mirrors the two neighbouring integer frames into the sequence
-(reflect padding, short sequences), interpolates linearly, applies A to every joint, permutes the joints
-if flipped, adds the counter-based noise and multiplies by the keep mask (axis, joint and part masks), one
-frame row at a time. Views with a Gaussian blur write A x + noise to a per-sample scratch buffer first
-and filter it along time in a second pass (the masks are constant over time, so they commute with the
-blur and are applied last). All views of a sample run in the same task, so its frames stay in cache.
+window coordinate u = offset + step * t, maps the two neighbouring integer frames into the window, then
+the sequence (padding: edge frame repeated, or mirrored for "reflect" views), interpolates linearly,
+applies A to every joint, permutes the joints if flipped, adds the counter-based noise and multiplies by
+the keep mask (axis, joint and part masks), one frame row at a time. Views with a Gaussian blur write A x
++ noise to a per-sample scratch buffer first and filter it along time in a second pass (the masks are
+constant over time, so they commute with the blur and are applied last). All views of a sample run in the
+same task, so its frames stay in cache.
 
 Compiled functions use cache=True: the first call in a fresh environment compiles (a few seconds), later
 processes load the machine code from __pycache__.
@@ -37,6 +38,14 @@ def _sym(i, n):
     """Mirror i into [0, n), repeating the edge frame."""
     r = i % (2 * n)
     return r if r < n else 2 * n - 1 - r
+
+
+@njit(cache=True, inline="always")
+def _pad(i, n, reflect):
+    """Index i of a length-n axis: mirrored (reflect, see _sym) or clamped to [0, n - 1] (edge)."""
+    if reflect:
+        return _sym(i, n)
+    return min(max(i, 0), n - 1)
 
 
 @njit(cache=True, inline="always")
@@ -109,6 +118,7 @@ def _augment_one(
     L,
     ws,
     W,
+    reflect,
     offset,
     step,
     n,
@@ -162,9 +172,9 @@ def _augment_one(
         k0f = np.floor(u)
         w = np.float32(u - k0f)
         k0 = np.int64(k0f)
-        x0 = x[_sym(ws + _sym(k0, W), L)]
+        x0 = x[_pad(ws + _pad(k0, W, reflect), L, reflect)]
         if w != 0:
-            x1 = x[_sym(ws + _sym(k0 + 1, W), L)]
+            x1 = x[_pad(ws + _pad(k0 + 1, W, reflect), L, reflect)]
             for e in range(E):
                 row[e] = x0[e] + w * (x1[e] - x0[e])
             src = row
@@ -218,9 +228,11 @@ def _augment_one(
 
 
 @njit(cache=True, parallel=True)
-def _views_kernel(x, lengths, win_start, win_len, time, spatial, noise, masks, blur_size, consts, out):
+def _views_kernel(x, lengths, win_start, win_len, reflect, time, spatial, noise, masks, blur_size, consts,
+                  out):  # fmt: skip
     """nv views with the same T_out for the whole batch, parallel over samples (all views of a sample in
-    one task, so its source frames stay in cache). x (B, T, E); out (nv, B, T_out, E); per-view draws
+    one task, so its source frames stay in cache). x (B, T, E); out (nv, B, T_out, E); reflect (nv,) bool
+    (the view's pad mode is "reflect"); per-view draws
     stacked (nv, B, ...): time = (offset, step, out_len), spatial = (shear, rotation_deg, flip),
     noise = (noise_std, noise_seed, blur_sigma), masks = (axis, joint_keep, part)."""
     offset, step, out_len = time
@@ -236,6 +248,7 @@ def _views_kernel(x, lengths, win_start, win_len, time, spatial, noise, masks, b
                 lengths[b],
                 win_start[b],
                 win_len[b],
+                reflect[v],
                 offset[v, b],
                 step[v, b],
                 out_len[v, b],
@@ -353,6 +366,7 @@ def apply_numba(batch: np.ndarray, lengths: np.ndarray, params: Params, chunksiz
                 lengths,
                 params.window_start,
                 params.window_len,
+                np.array([vp.pad == "reflect" for vp in vps], dtype=np.bool_),
                 (stack("offset"), stack("step"), stack("out_len")),
                 (stack("shear"), stack("rotation_deg"), stack("flip")),
                 (stack("noise_std"), stack("noise_seed"), stack("blur_sigma")),

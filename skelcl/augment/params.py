@@ -24,7 +24,9 @@ class ViewParams:
     """The draws for one view; every array has the batch size B as its first axis.
 
     Time (window coordinates: frame u of the window is sequence frame window_start + u):
-      crop_shift    int64 (B,)   reflect-pad crop shift c in [-pad, pad], pad = W // pad_ratio (0: no crop)
+      pad           str          "edge" or "reflect": how indices outside the window / sequence are read
+                                 (the crop's `pad`, recipe.Crop; see pad_index)
+      crop_shift    int64 (B,)   crop shift c in [-pad, pad], pad = W // pad_ratio (0: no crop)
       resize_start  int64 (B,)   crop-resize sub-window start b (0 without crop_resize)
       resize_len    int64 (B,)   crop-resize sub-window length Lc (W without crop_resize)
       speed         int64 (B,)   tempo: output frames are `speed` window frames apart (1 or 2)
@@ -47,6 +49,7 @@ class ViewParams:
 
     name: str
     frames: int | None
+    pad: str
     crop_shift: np.ndarray
     resize_start: np.ndarray
     resize_len: np.ndarray
@@ -242,6 +245,7 @@ def sample(recipe, lengths, rng) -> Params:
             ViewParams(
                 name=view.name,
                 frames=frames,
+                pad=view.pad,
                 crop_shift=c,
                 resize_start=b,
                 resize_len=Lc,
@@ -275,6 +279,17 @@ def reflect_symmetric(i: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.where(r < n, r, 2 * n - 1 - r)
 
 
+def edge_index(i: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Clamp integer indices into [0, n), repeating the edge frame (0, 0 | 0, 1, ..., n-1 | n-1, n-1)."""
+    return np.clip(i, 0, np.asarray(n) - 1)
+
+
+def pad_index(i: np.ndarray, n: np.ndarray, mode: str) -> np.ndarray:
+    """Indices i read from a length-n axis padded with `mode`: "edge" (edge_index) or "reflect"
+    (reflect_symmetric)."""
+    return reflect_symmetric(i, n) if mode == "reflect" else edge_index(i, n)
+
+
 def output_frames(params: Params, view: int, T: int | None = None) -> int:
     """T_out of a view: its fixed `frames`, or (whole-sequence views) T if given, else max(lengths)."""
     vp = params.views[view]
@@ -286,7 +301,9 @@ def output_frames(params: Params, view: int, T: int | None = None) -> int:
 def time_table(params: Params, view: int, T: int | None = None):
     """The interpolation table of one view: out[b, t] = x[b, i0] + w * (x[b, i1] - x[b, i0]).
 
-    Returns i0, i1 int64 (B, T_out) sequence frame indices, w float32 (B, T_out) in [0, 1), and valid
+    Frame u of the window is sequence frame window_start + u; indices outside the window, then outside
+    [0, length), are padded with the view's mode (pad_index). Returns i0, i1 int64 (B, T_out) sequence
+    frame indices, w float32 (B, T_out) in [0, 1), and valid
     bool (B, T_out) (False for t >= out_len: those output frames are zero; their i0 = i1 = 0, w = 0).
     """
     vp = params.views[view]
@@ -299,8 +316,8 @@ def time_table(params: Params, view: int, T: int | None = None):
     W = params.window_len[:, None]
     L = params.lengths[:, None]
     start = params.window_start[:, None]
-    i0 = reflect_symmetric(start + reflect_symmetric(k0, W), L)
-    i1 = reflect_symmetric(start + reflect_symmetric(k0 + 1, W), L)
+    i0 = pad_index(start + pad_index(k0, W, vp.pad), L, vp.pad)
+    i1 = pad_index(start + pad_index(k0 + 1, W, vp.pad), L, vp.pad)
     valid = np.arange(T_out)[None, :] < vp.out_len[:, None]
     i0 = np.where(valid, i0, 0)
     i1 = np.where(valid, i1, 0)
@@ -316,6 +333,22 @@ def source_frames(params: Params, view: int, T: int | None = None) -> np.ndarray
     """
     i0, i1, w, valid = time_table(params, view, T)
     return np.where(valid, np.where(w < 0.5, i0, i1), -1)
+
+
+def reversed_share(params: Params, views=None) -> float:
+    """Share of output frames that play backwards: frames t >= 1 of a view (t < out_len) whose source
+    position p(t) = i0 + w (i1 - i0) (time_table, in sequence frames) is below p(t - 1), over all samples
+    and the given views (default all). 0 for "edge" padding (p never decreases); > 0 with "reflect" where a
+    view reaches past the window or a short sequence's end."""
+    views = range(len(params.views)) if views is None else views
+    back = total = 0
+    for v in views:
+        i0, i1, w, valid = time_table(params, v)
+        pos = i0 + w.astype(np.float64) * (i1 - i0)
+        pairs = valid[:, 1:]  # frame t and t - 1 both valid
+        back += int(((pos[:, 1:] < pos[:, :-1]) & pairs).sum())
+        total += int(pairs.sum())
+    return back / max(total, 1)
 
 
 def rotation_matrix(angles_deg: np.ndarray) -> np.ndarray:

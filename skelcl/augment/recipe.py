@@ -34,13 +34,27 @@ OP_ORDER = (
 )
 
 
+PAD_MODES = ("edge", "reflect")
+
+
 @dataclass(frozen=True)
 class Crop:
-    """Temporal crop with reflect padding: pad the window by W // pad_ratio mirrored frames on each side,
-    then take W frames starting at a random shift c in [-pad, pad]."""
+    """Temporal crop: pad the window by W // pad_ratio frames on each side, then take W frames starting at
+    a random shift c in [-pad, pad].
+
+    pad: how the view reads frames outside the valid ones (before the window / sequence start, past the
+    window / sequence end; this also extends a sequence shorter than the window):
+      "edge" (default): repeat the first / last frame, index i -> clip(i, 0, n - 1). The source frame index
+        never decreases along a view, so time never runs backwards; the padded frames show a held pose.
+        Shifting the crop inside the valid frames instead would not be enough: a 2x view of 150 frames
+        needs 299 frames, more than many sequences have, so some padding stays.
+      "reflect": mirror (..., 1, 0 | 0, 1, ..., n-1 | n-1, n-2, ...): the mirrored frames play backwards
+        (skelcl.augment.reversed_share counts them); only when a recipe asks for it.
+    A view without a crop op pads with "edge"."""
 
     pad_ratio: int = 6
     p: float = 1.0
+    pad: str = "edge"
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,12 @@ class View:
     def op(self, name: str):
         return self.ops.get(name)
 
+    @property
+    def pad(self) -> str:
+        """How the view's time map pads: its crop's `pad`, "edge" without a crop op (see Crop)."""
+        crop = self.ops.get("crop")
+        return "edge" if crop is None else crop.pad
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -206,6 +226,8 @@ def _check_op(where: str, op) -> None:
         _num(f"{where}.p", op.p, 0.0, 1.0)
     if isinstance(op, Crop):
         _num(f"{where}.pad_ratio", op.pad_ratio, 1, integer=True)
+        if op.pad not in PAD_MODES:
+            _fail(f"{where}.pad", f"expected one of {', '.join(PAD_MODES)}, got {op.pad!r}")
     elif isinstance(op, CropResize):
         if len(op.ratio) != 2:
             _fail(f"{where}.ratio", f"expected [low, high], got {list(op.ratio)}")

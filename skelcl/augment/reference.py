@@ -41,13 +41,19 @@ def augment_one(x: np.ndarray, length: int, params: Params, b: int, view: int, T
     ws = int(params.window_start[b])
     zeros = ((0, 0),) * (seq.ndim - 1)
 
-    # Window: W frames from ws; the sequence is extended by mirroring when it is too short.
-    ext = np.pad(seq, ((0, max(0, ws + W - length)),) + zeros, mode="symmetric")
+    # Window: W frames from ws; a too short sequence is extended by repeating its last frame ("edge") or
+    # by mirroring ("reflect", the mirrored frames run backwards).
+    reflect = vp.pad == "reflect"
+    ext = np.pad(seq, ((0, max(0, ws + W - length)),) + zeros, mode="symmetric" if reflect else "edge")
     win = ext[ws : ws + W]
 
     if "crop" in ops:
         pad = W // ops["crop"].pad_ratio
-        padded = np.concatenate([win[:pad][::-1], win, win[W - pad :][::-1]])
+        if reflect:
+            head, tail = win[:pad][::-1], win[W - pad :][::-1]
+        else:
+            head, tail = np.repeat(win[:1], pad, axis=0), np.repeat(win[-1:], pad, axis=0)
+        padded = np.concatenate([head, win, tail])
         c = int(vp.crop_shift[b])
         win = padded[pad + c : pad + c + W]
     if "crop_resize" in ops:
