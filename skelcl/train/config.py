@@ -366,8 +366,28 @@ def set_dotted(cfg: dict, key: str, value, where: str = "override") -> None:
             node = node[part]
 
 
+def table_key(key: str) -> str:
+    """The KEYS entry of a dotted config path: "pretrain.pretrain.queue_size" (inside a section:pretrain
+    key) -> "pretrain.queue_size"; a path outside any section is its own entry."""
+    parts = key.split(".")
+    prefix = ""
+    for part in parts[:-1]:
+        spec = KEYS.get(prefix + part)
+        if spec is not None and spec.kind.startswith("section:"):
+            prefix = spec.kind[8:] + "."
+        else:
+            prefix += part + "."
+    return prefix + parts[-1]
+
+
 def _coerce(old, value, where, key):
-    """Keep the type of booleans and numbers (YAML reads "1e-3" as a string: such strings are parsed)."""
+    """Keep the type of booleans and numbers (YAML reads "1e-3" as a string: such strings are parsed).
+
+    A word the key's KEYS entry allows besides its kind (Key.also, e.g. "auto" for pretrain.queue_size)
+    passes unchanged, whatever the type of the value it replaces."""
+    spec = KEYS.get(table_key(key))
+    if spec is not None and isinstance(value, str) and value in spec.also:
+        return value
     if isinstance(old, bool):
         if not isinstance(value, bool):
             raise SkelclError(f"{where} {key!r}: expected true or false, got {value!r}")

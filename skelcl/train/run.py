@@ -161,6 +161,17 @@ def show_bars() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
+def results_text(values: dict) -> str:
+    """The numbers of a metrics dict as one line: "loss 1.234, epoch 2" (floats to 4 significant digits;
+    anything that is not a number is left out)."""
+    parts = []
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        parts.append(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}")
+    return ", ".join(parts) or "no results"
+
+
 def fmt_duration(s: float) -> str:
     s = max(0, int(round(s)))
     if s < 60:
@@ -291,9 +302,12 @@ class RunDir:
                 self._tb.add_scalar(f"{tag}/{k}", v, step)
         self._tb.flush()
 
-    def write_metrics(self, metrics: dict) -> None:
+    def write_metrics(self, metrics: dict, title: str = "final") -> None:
+        """Write metrics.json, then log the numbers of metrics["final"] as "<title>: key value, ..." so that
+        log.txt ends with the results too."""
         if self.main:
             _write_atomic(self.path / "metrics.json", json.dumps(metrics, indent=2))
+            self.log(f"{title}: {results_text(metrics.get('final') or {})}")
 
     def close(self) -> None:
         global ACTIVE
