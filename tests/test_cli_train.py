@@ -127,6 +127,30 @@ def test_bad_config_values_are_one_line_errors(tiny, tmp_path, capsys, item, par
     assert not (tmp_path / "r").exists()
 
 
+def test_auto_queue_sizes_override_an_integer_preset(tiny, tmp_path, capsys):
+    """pretrain_cpu holds integer queue sizes; `auto` (one epoch of keys) is a valid value for both."""
+    import yaml
+
+    from skelcl.data import open_cache
+
+    out = tmp_path / "run"
+    small = [a for a in PRE if "queue_size" not in a]
+    argv = ["pretrain", "--config", "pretrain_cpu", "--data", str(tiny), "--out", str(out), "--quiet", *small,
+            "train.epochs=1", "pretrain.queue_size=auto", "pretrain.snippet_queue_size=auto"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = yaml.safe_load((out / "config.yaml").read_text())["pretrain"]
+    assert saved["queue_size"] == "auto" and saved["snippet_queue_size"] == "auto"
+    state = checkpoint.load_checkpoint(out)["model"]
+    keys = len(open_cache(tiny).split("xsub", "train")) // 6 * 6  # batch 6, the partial batch dropped
+    assert state["queue.data"].shape[0] == keys
+    assert state["squeue.data"].shape[0] == keys * 19
+    assert main(["config", "show", "pretrain_cpu", "pretrain.queue_size=auto"]) == 0
+    assert any(
+        line.startswith("pretrain.queue_size = auto ") for line in capsys.readouterr().out.splitlines()
+    )
+    _err(capsys, ["config", "show", "pretrain_cpu", "pretrain.queue_size=big"], "pretrain.queue_size")
+
+
 def test_cuda_without_cuda_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for cmd in ("pretrain", "finetune"):

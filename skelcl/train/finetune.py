@@ -360,8 +360,6 @@ def run_finetune(
     if is_main():
         final = evaluate_probs(predict_probs(model, test_store, device, int(cfg["eval"]["batch_size"])),
                                test_store, cfg["eval"]["proposals"], cfg["eval"]["protocol"])  # fmt: skip
-        run.log(f"test: avg mAP@0.1:0.5 {final['avg_mAP_0.1:0.5']:.4f}, mAP@0.5 {final['mAP@0.5']:.4f}, "
-                f"frame accuracy {final['frame_accuracy']:.4f}")  # fmt: skip
     metrics = {"history": history, "final": final, "labeled_sequences": int(len(store) + len(val_idx)),
                "protocol": f["protocol"], "head": model.head_kind, "encoder": source,
                "steps": int(history[-1]["steps"]) if history else 0, "epochs": epochs,
@@ -371,7 +369,7 @@ def run_finetune(
     if vals or any(VAL_KEY in h for h in history):
         best = max((h for h in history if VAL_KEY in h), key=lambda h: h[VAL_KEY])
         metrics.update(best_epoch=int(best["epoch"]), best_val=float(best[VAL_KEY]))
-    run.write_metrics(metrics)
+    run.write_metrics(metrics, title="test")  # logs every test number as the last line of log.txt
     run.close()
     return metrics
 
