@@ -68,6 +68,11 @@ def test_pretrain_resume_is_exact(tiny, tmp_path):
     for name in ("config.yaml", "metrics.json", "log.txt"):
         assert (tmp_path / "b" / name).is_file()
     assert any((tmp_path / "b" / "tb").iterdir())
+    # log.txt ends with the results (those of metrics.json's "final"), for the resumed run too
+    final = json.loads((tmp_path / "b" / "metrics.json").read_text())["final"]
+    for run in ("a", "b"):
+        last = (tmp_path / run / "log.txt").read_text().splitlines()[-1]
+        assert "] final: " in last and f"loss {final['loss']:.4g}" in last and "epoch 2," in last, last
 
 
 def test_finetune_resume_is_exact(tiny, tmp_path):
@@ -77,6 +82,10 @@ def test_finetune_resume_is_exact(tiny, tmp_path):
     mb = run_finetune(cfg, tmp_path / "b", resume=True, quiet=True)
     _assert_same_state(load(tmp_path / "a" / "last.pt")["model"], load(tmp_path / "b" / "last.pt")["model"])
     assert ma["final"]["avg_mAP_0.1:0.5"] == mb["final"]["avg_mAP_0.1:0.5"]
+    log = (tmp_path / "a" / "log.txt").read_text().splitlines()
+    assert "] test: " in log[-1] and f"avg_mAP_0.1:0.5 {ma['final']['avg_mAP_0.1:0.5']:.4g}" in log[-1]
+    assert f"frame_accuracy {ma['final']['frame_accuracy']:.4g}" in log[-1]
+    assert sum("] test: " in x for x in log) == 1  # the results once
     assert ma["labeled_sequences"] == round(0.5 * ma["train_sequences"])
 
 
