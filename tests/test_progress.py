@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from skelcl.benchmark import runner
 
 CASES = ["synthetic", "backbone", "augment"]
@@ -76,3 +78,37 @@ def test_case_progress_writes_to_a_stream():
         "bench gpu: 1/2 a done",
         "bench gpu: 2/2 b ERROR",
     ]
+
+
+# -- synth and prepare: a bar on a terminal only ----------------------------------------------------------
+
+
+def test_synth_and_prepare_draw_no_bar_into_redirected_stderr(tmp_path, capsys):
+    from skelcl.cli import main
+    from skelcl.data import emit
+
+    assert main(["synth", "--out", str(tmp_path / "syn"), "--sequences", "3"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "wrote 3 sequences" in out.out
+    rng = np.random.default_rng(0)
+    seqs = [(n, rng.normal(size=(12, 1, 25, 3)), np.full(12, 51)) for n in ("0002-L", "0002-M")]
+    emit.emit_pkummd(tmp_path / "pku", seqs)
+    assert main(["prepare", "pkummd", str(tmp_path / "pku"), "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "wrote 2 sequences" in out.out
+
+
+def test_synth_and_prepare_draw_a_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+    from skelcl import progress
+    from skelcl.cli import main
+    from skelcl.data import emit
+
+    monkeypatch.setattr(progress, "show_bars", lambda: True)
+    assert main(["synth", "--out", str(tmp_path / "syn"), "--sequences", "3"]) == 0
+    assert "synth" in capsys.readouterr().err
+    rng = np.random.default_rng(0)
+    emit.emit_pkummd(tmp_path / "pku", [("0002-L", rng.normal(size=(12, 1, 25, 3)), np.full(12, 51))])
+    assert main(["prepare", "pkummd", str(tmp_path / "pku"), "--out", str(tmp_path / "c")]) == 0
+    assert "pkummd" in capsys.readouterr().err
+    assert main(["prepare", "pkummd", str(tmp_path / "pku"), "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

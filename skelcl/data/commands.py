@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skelcl import progress
 from skelcl.errors import SkelclError
 
 
@@ -47,7 +48,8 @@ def run_synth(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SkelclError(f"{out}: already exists (use --overwrite to replace it)")
-    generate_cache(out, args.sequences, args.seed, dtype=args.dtype, overwrite=args.overwrite)
+    bar = progress.show_bars()  # a bar on a terminal only; redirected output gets the last line alone
+    generate_cache(out, args.sequences, args.seed, dtype=args.dtype, overwrite=args.overwrite, progress=bar)
     print(f"wrote {args.sequences} sequences to {out}")
     return 0
 

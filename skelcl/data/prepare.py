@@ -1,9 +1,9 @@
 """`skelcl prepare {ntu,pkummd,babel} SRC --out DIR`: a dataset release -> one skelcl cache.
 
 Every driver streams sequence by sequence into a CacheWriter (memory bounded by one sequence; the pyskl
-pickle format is the exception, it can only be loaded whole), shows a tqdm progress bar, and ends with a
-Report (sequences written, dropped and why, bad files, frames repaired, format-specific counts) that is
-printed and stored in the cache's meta.json under source["report"].
+pickle format is the exception, it can only be loaded whole), shows a tqdm progress bar (on a terminal
+only), and ends with a Report (sequences written, dropped and why, bad files, frames repaired,
+format-specific counts) that is printed and stored in the cache's meta.json under source["report"].
 
 A malformed file stops the run with a SkelclError naming the file and line; with skip_bad=True it is
 listed in the report's bad_files instead and the run goes on.
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from skelcl import progress
 from skelcl.data import babel, ntu, pkummd
 from skelcl.data.cache import CacheWriter
 from skelcl.data.normalize import fill_empty_frames, normalize_sequence
@@ -75,7 +76,9 @@ def _finish(run: _Run) -> Report:
 
 
 def _progress(items, desc, quiet, total=None):
-    return tqdm(items, desc=desc, total=total, unit="seq", disable=quiet, leave=False, dynamic_ncols=True)
+    """A tqdm bar only on a terminal and without --quiet (skelcl.progress); else nothing until the report."""
+    hide = quiet or not progress.show_bars()
+    return tqdm(items, desc=desc, total=total, unit="seq", disable=hide, leave=False, dynamic_ncols=True)
 
 
 # -- NTU ---------------------------------------------------------------------------------------------
@@ -437,7 +440,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true", help="list malformed files in the report and go on")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cache at --out")
     p.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none off a terminal)")
 
 
 def _check_out(args) -> None:

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from skelcl.errors import SkelclError
+from skelcl.progress import show_bars  # the rule for bars, shared with bench, synth and prepare
 from skelcl.train import config as config_mod
 from skelcl.train.distributed import is_main
 
@@ -153,12 +154,6 @@ def announce(log_file, device=None, seeds: dict | None = None) -> list[str]:
     with open(log_file, "a") as f:
         f.write("".join(f"[{time.strftime('%H:%M:%S')}] {x}\n" for x in lines))
     return lines
-
-
-def show_bars() -> bool:
-    """Progress bars only when both stdout and stderr are terminals (tqdm draws on stderr; a redirected
-    output gets the plain per-epoch lines, never a long line of carriage returns)."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def results_text(values: dict) -> str:
