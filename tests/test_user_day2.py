@@ -109,3 +109,44 @@ def test_recipe_with_too_few_views_refused_before_the_folder(tiny, tmp_path, cap
             f"pretrain.method={method}", "pretrain.recipe=skeletonclr"]  # fmt: skip
     _err(capsys, argv, f"pretrain.method {method} needs 3 views", "gives 2", f"pretrain.recipe={method}")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Export to a folder, a run resumed by the other command: one-line errors.
+
+
+@pytest.fixture(scope="module")
+def ft_run(tiny, pre_run, tmp_path_factory):
+    """A finished 1-epoch fine-tuning run on pre_run's encoder."""
+    out = tmp_path_factory.mktemp("runs") / "ft"
+    argv = ["finetune", "--data", str(tiny), "--out", str(out), "--quiet", "--pretrained", str(pre_run), *FT,
+            "train.epochs=1"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_export_to_a_folder_or_onto_its_checkpoint(pre_run, tmp_path, capsys):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    _err(capsys, ["export", str(pre_run), "--out", str(folder)], f"{folder} is a folder", "encoder.pt")
+    assert list(folder.iterdir()) == []
+    (tmp_path / "enc.json").mkdir()
+    _err(capsys, ["export", str(pre_run), "--out", str(tmp_path / "enc.pt")], "enc.json is a folder")
+    _err(capsys, ["export", str(pre_run), "--out", str(tmp_path / "enc2.json")], "suffix .json")
+    before = (pre_run / "last.pt").read_bytes()
+    _err(capsys, ["export", str(pre_run), "--out", str(pre_run / "last.pt")], "is the checkpoint")
+    assert (pre_run / "last.pt").read_bytes() == before
+    assert main(["export", str(pre_run), "--out", str(folder / "encoder.pt")]) == 0
+    assert (folder / "encoder.pt").is_file() and (folder / "encoder.json").is_file()
+
+
+def test_resume_with_the_other_command(pre_run, ft_run, capsys):
+    _err(
+        capsys, ["pretrain", "--resume", str(ft_run)], "fine-tuning run", f"skelcl finetune --resume {ft_run}"
+    )
+    _err(
+        capsys,
+        ["finetune", "--resume", str(pre_run)],
+        "pretraining run",
+        f"skelcl pretrain --resume {pre_run}",
+    )

@@ -137,14 +137,22 @@ def export_encoder(path, out, which="last") -> tuple[Path, Path]:
     import json
 
     src = checkpoint_file(path, which)
+    out = Path(out)
+    side = out.with_suffix(".json")
+    for p in (out, side):
+        if p.is_dir():
+            example = out / "encoder.pt"
+            raise SkelclError(f"--out {out}: {p} is a folder; give a file name, e.g. --out {example}")
+    if out == side:
+        raise SkelclError(f"--out {out}: the settings go to OUT with suffix .json; give e.g. encoder.pt")
+    if out.resolve() == src.resolve():
+        raise SkelclError(f"--out {out} is the checkpoint being exported; give another file name")
     st = load(src)
     bcfg, state = encoder_state(st)
-    out = Path(out)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buf)
     write_bytes_atomic(out, (buf.getvalue(),))
     meta = {**bcfg, "strides": list(bcfg["strides"])}
-    side = out.with_suffix(".json")
     info = {"backbone": meta, "source": str(src), "kind": st["kind"], "epoch": int(st.get("epoch", 0))}
     write_bytes_atomic(side, (json.dumps(info, indent=2).encode() + b"\n",))
     return out, side

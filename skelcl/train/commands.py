@@ -143,6 +143,7 @@ def _resolve(args, extra=()):
                 raise SkelclError(f"--resume: override {item!r} is not allowed (a resumed run keeps its "
                                   f"config; only {allowed} may change, to extend the run)")  # fmt: skip
         cfg = config.apply_overrides(config.load_config(cfg_file), args.overrides)
+        _check_kind(cfg, args.command, args.resume)
         if args.overrides and cfg["train"].get("steps"):
             raise SkelclError("--resume: this run counts train.steps, so train.epochs cannot extend it")
         return config.validate(cfg, str(cfg_file)), Path(args.resume)
@@ -154,6 +155,18 @@ def _resolve(args, extra=()):
     cfg = config.resolve(args.config, overrides)
     check_out(args.out, overwrite=args.overwrite)
     return cfg, Path(args.out)
+
+
+def _check_kind(cfg: dict, command: str, run) -> None:
+    """SkelclError unless the saved config of `run` is one of `command` (pretrain / finetune)."""
+    other = {"pretrain": "finetune", "finetune": "pretrain"}[command]
+    if command in cfg:
+        return
+    if other in cfg:
+        what = {"pretrain": "pretraining", "finetune": "fine-tuning"}[other]
+        raise SkelclError(f"--resume {run}: that is a {what} run; continue it with: skelcl {other} --resume "
+                          f"{run}")  # fmt: skip
+    raise SkelclError(f"--resume {run}: its config.yaml holds no {command} section (not a {command} run)")
 
 
 def _interruptible(run_fn):
