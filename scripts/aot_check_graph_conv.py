@@ -53,7 +53,7 @@ def compile_report(kernel, sig, consts, num_warps, num_stages):
 
 def sweep():
     """The candidates of scripts/gpu_check.py at the unit shape (C_in = C_out = 256, bf16)."""
-    from gpu_check import DW_SWEEP, FWD_SWEEP
+    from skelcl.benchmark.gpu.sweeps import DW_SWEEP, FWD_SWEEP
 
     p = "*bf16"
     fsig = dict(x_ptr=p, w_ptr=p, a_ptr=p, b_ptr="*fp32", r_ptr=p, y_ptr=p, xa_ptr=p, da_ptr="*fp32")

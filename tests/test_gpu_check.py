@@ -1,6 +1,8 @@
-"""scripts/gpu_check.py: the plan fits the 7-minute window, the CPU dry run (--small) exercises every section,
-the hard budget stops it with its JSON intact, and a missed target never reads as "met"."""
+"""scripts/gpu_check.py, a thin entry point over skelcl.benchmark.gpu: the plan fits the 7-minute window,
+the CPU dry run (--small) exercises every section, the hard budget stops it with its JSON intact, and a missed
+target never reads as "met"."""
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -37,7 +39,18 @@ def test_plan_sums_to_at_most_420_seconds_in_the_required_order():
     assert total == sum(sections.values()) <= 420
     mod = load()
     assert mod.BUDGET_S <= 420 and [name for name, _, _ in mod.PLAN] == ORDER
-    assert mod.DW_SWEEP[0][3] == 4  # the dW sweep times the 4-warp variant without spills first
+    from skelcl.benchmark.gpu.sweeps import DW_SWEEP
+
+    assert DW_SWEEP[0][3] == 4  # the dW sweep times the 4-warp variant without spills first
+
+
+def test_script_is_a_thin_entry_point_with_one_module_per_section():
+    from skelcl.benchmark.gpu import check
+
+    assert len(SCRIPT.read_text().splitlines()) < 150
+    for name, _, _ in check.PLAN:
+        module = importlib.import_module(f"skelcl.benchmark.gpu.{check.MODULES[name]}")
+        assert callable(module.run), name
 
 
 def _records(path):
@@ -88,19 +101,21 @@ def test_budget_stops_the_run_and_keeps_the_json(tmp_path):
 def test_missed_targets_never_read_as_met(monkeypatch, capsys):
     """Targets are H100 figures: on a card twice as fast (scale 2), 10 ms is 20 H100-ms, a time miss
     against 14 ms; 200 MiB extra misses the 128 MiB memory target."""
-    mod = load()
-    bench = mod.Bench(None, "cpu", 100.0, __import__("time").time())
+    from skelcl.benchmark.gpu.check import print_table
+    from skelcl.benchmark.gpu.common import Bench, C, time_row
+
+    bench = Bench(None, "cpu", 100.0, __import__("time").time())
     monkeypatch.setattr(bench, "bench_ms", lambda fn, rep_ms=200: 10.0)
     monkeypatch.setattr(bench, "peak_extra_mib", lambda fn: 200.0)
-    mod.C.bench, mod.C.small, mod.C.scale = bench, False, {"compute": 2.0}
-    rec = mod.time_row("infonce", "inbatch_65536", "bf16", "triton", lambda: None)
+    C.bench, C.small, C.scale = bench, False, {"compute": 2.0}
+    rec = time_row("infonce", "inbatch_65536", "bf16", "triton", lambda: None)
     assert rec["value"] == 10.0 and rec["h100_equiv_ms"] == 20.0
     assert rec["meets_time_target"] is False and rec["meets_memory_target"] is False
     monkeypatch.setattr(bench, "peak_extra_mib", lambda fn: 100.0)
-    mod.C.scale = {"compute": 1.0}
-    ok = mod.time_row("infonce", "inbatch_65536", "bf16", "triton", lambda: None)
+    C.scale = {"compute": 1.0}
+    ok = time_row("infonce", "inbatch_65536", "bf16", "triton", lambda: None)
     assert ok["meets_time_target"] is True and ok["meets_memory_target"] is True
-    mod.print_table()
+    print_table()
     out = capsys.readouterr().out.splitlines()
     lines = [line for line in out if line.startswith("infonce/inbatch_65536")]
     assert "time MISSED, memory MISSED" in lines[0] and "met" not in lines[0].replace("MISSED", "")

@@ -140,15 +140,21 @@ def read_result(path) -> dict:
     return res
 
 
-def write_result(path, res: dict) -> Path:
-    """Check res and write it atomically (temporary file renamed into place)."""
-    check_result(res, str(path))
+def write_json(path, obj) -> Path:
+    """obj as indented JSON, written atomically (a temporary file renamed into place), so a reader never
+    sees half a file; values JSON does not know are written as their str()."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
     os.replace(tmp, p)
     return p
+
+
+def write_result(path, res: dict) -> Path:
+    """Check res and write it atomically."""
+    check_result(res, str(path))
+    return write_json(path, res)
 
 
 def new_result(suite: str, quick: bool, records: list, machine: dict | None = None) -> dict:

@@ -24,11 +24,10 @@ from tqdm import tqdm
 
 from skelcl.benchmark import cases
 from skelcl.benchmark.record import fingerprint, make_record, new_result, write_result
+from skelcl.benchmark.timing import h100_scale, measure_ceilings
 from skelcl.errors import SkelclError
 from skelcl.train.run import fmt_duration, show_bars
 
-H100_BF16_TFLOPS = 694.0  # measured on one H100 80GB HBM3 (torch 2.11), large bf16 matmul
-H100_COPY_TBPS = 3.0  # device-to-device copy, same card
 SUITE_FILE = Path(__file__).with_name("suite.py")
 
 
@@ -124,29 +123,6 @@ def run_cases(suite: str, names, quick: bool, device: str, workdir=None, progres
     for b in data["benchmarks"]:
         records += summarize(b["extra_info"]["skelcl"])
     return records
-
-
-def measure_ceilings() -> dict:
-    """This card's bf16 GEMM rate (TFLOP/s, 8192^3) and device-to-device copy rate (TB/s, 2 GiB), medians
-    of triton's do_bench (CUDA only)."""
-    import torch
-    from triton.testing import do_bench
-
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    ms = do_bench(lambda: a @ b, warmup=25, rep=200, return_mode="median")
-    src = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms_copy = do_bench(lambda: dst.copy_(src), warmup=10, rep=200, return_mode="median")
-    return {"bf16_tflops": 2 * n**3 / ms / 1e9, "copy_tbps": 2 * (2 << 30) / ms_copy / 1e9}
-
-
-def h100_scale(ceilings: dict, bound: str = "compute") -> float:
-    """Factor that turns a time on this card into an H100-equivalent time (rates: divide by it)."""
-    if bound == "memory":
-        return ceilings["copy_tbps"] / H100_COPY_TBPS
-    return ceilings["bf16_tflops"] / H100_BF16_TFLOPS
 
 
 def with_h100(rec: dict, ceilings: dict | None) -> dict:
