@@ -70,7 +70,8 @@ def test_curve_panels_take_every_key():
     keys = {title: {(run, key) for run, key, _, _ in s} for title, s in panels.items()}
     assert keys["pretraining losses"] == {("pretrain", k) for k in ("loss", "loss_global", "loss_snippet")}
     assert keys["localization loss (frame cross-entropy)"] == {("pretrained", "loss"), ("scratch", "loss")}
-    assert ("pretrain", "lr") in keys["learning rate"] and ("scratch", "lr") in keys["learning rate"]
+    assert keys["pretraining learning rate"] == {("pretrain", "lr")}  # two schedules, two epoch axes
+    assert keys["fine-tuning learning rate"] == {("pretrained", "lr"), ("scratch", "lr")}
     # the averages stand for the mAP thresholds; a key the panels do not know still shows
     assert keys["mAP (per-epoch evaluation)"] == {
         ("pretrained", "val_avg_mAP_0.1:0.5"),
@@ -89,7 +90,7 @@ def test_curve_panels_take_every_key():
 def test_curves_figure_names_weights_and_uses_integer_epochs():
     fig = report.curves_figure(PRE, {"pretrained": FT}, CFG)
     axes = [ax for ax in fig.axes if ax.has_data()]
-    assert len(axes) == 7
+    assert len(axes) == 8
     for ax in axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ax.get_title()
@@ -100,6 +101,57 @@ def test_curves_figure_names_weights_and_uses_integer_epochs():
     assert "loss_d3m" not in " ".join(legend)
     aim = report.loss_weights({"pretrain": {"method": "aimclr", "snippet": False, "d3m_weight": 0.5}})
     assert aim == {"loss_global": 1.0, "loss_d3m": 0.5}
+    plt.close(fig)
+
+
+def test_curves_figure_fits_axes_and_tells_runs_apart():
+    """20 pretraining epochs are not drawn on the 50-epoch axis of fine-tuning; runs that share a learning
+    rate schedule stay distinguishable; line style + marker tell the run everywhere, colour the key."""
+    pre = [{"epoch": e, "loss": 5.0 / e, "loss_global": 4.0 / e, "lr": 0.1} for e in range(1, 21)]
+    lr = [1e-3 * 0.9**e for e in range(1, 51)]
+    ft = {
+        name: [{"epoch": e, "loss": s / e, "lr": lr[e - 1], "val_avg_mAP_0.1:0.5": 0.01 * e / s}
+               for e in range(1, 51)]
+        for name, s in (("pretrained", 1.0), ("scratch", 2.0))
+    }  # fmt: skip
+    fig = report.curves_figure(pre, ft, CFG)
+    axes = {ax.get_title().split(":")[0].split("\n")[0]: ax for ax in fig.axes if ax.has_data()}
+    lo, hi = axes["pretraining losses"].get_xlim()
+    assert 0 < lo < 1 and 20 < hi < 21  # fitted to the 20 epochs it holds
+    assert 50 < axes["localization loss (frame cross-entropy)"].get_xlim()[1] < 51
+    assert 20 < axes["pretraining learning rate"].get_xlim()[1] < 21
+    # the two fine-tuning runs have one lr schedule: both lines drawn, told apart by style, marker, width
+    # and by markers on different epochs
+    a, b = axes["fine-tuning learning rate"].get_lines()
+    assert {a.get_gid(), b.get_gid()} == {"pretrained | lr", "scratch | lr"}
+    assert np.array_equal(a.get_xydata(), b.get_xydata())
+    assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
+    assert a.get_linewidth() > b.get_linewidth()
+    marked = [
+        set(range(line.get_markevery()[0], 50, line.get_markevery()[1])) for line in (a, b)
+    ]  # (start, step)
+    assert marked[0] and marked[1] and not marked[0] & marked[1]
+    # one meaning per channel: (style, marker) per run is the same in every panel and differs between
+    # runs; within a panel the colour follows the key
+    style: dict = {}
+    for title, ax in axes.items():
+        colours: dict = {}
+        for line in ax.get_lines():
+            run, key = line.get_gid().split(" | ")
+            style.setdefault(run, set()).add((line.get_linestyle(), line.get_marker()))
+            colours.setdefault(line.get_color(), set()).add(key)
+        assert all(len(keys) == 1 for keys in colours.values()), title
+        assert len(colours) == len({line.get_gid().split(" | ")[1] for line in ax.get_lines()}), title
+    assert set(style) == {"pretrain", "pretrained", "scratch"}
+    assert all(len(s) == 1 for s in style.values()), style
+    assert len({next(iter(s)) for s in style.values()}) == 3
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["pretrain", "pretrained", "scratch"]
+    for handle, run in zip(legend.legend_handles, ["pretrain", "pretrained", "scratch"]):
+        assert {(handle.get_linestyle(), handle.get_marker())} == style[run]
+    # the loss panel of fine-tuning names its one key in the title, not in a legend of its own
+    loss = axes["localization loss (frame cross-entropy)"]
+    assert loss.get_legend() is None and len(loss.get_lines()) == 2
     plt.close(fig)
 
 

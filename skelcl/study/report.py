@@ -64,7 +64,8 @@ def loss_weights(pretrain_config: dict | None) -> dict:
 _PANELS = (
     ("pretraining losses", "loss", "pretrain", lambda k: "loss" in k),
     ("localization loss (frame cross-entropy)", "loss", "finetune", lambda k: "loss" in k),
-    ("learning rate", "learning rate", None, lambda k: k == "lr" or k.startswith("lr_")),
+    ("pretraining learning rate", "learning rate", "pretrain", lambda k: k == "lr" or k.startswith("lr_")),
+    ("fine-tuning learning rate", "learning rate", "finetune", lambda k: k == "lr" or k.startswith("lr_")),
     ("mAP (per-epoch evaluation)", "mAP (fraction)", None, lambda k: "mAP" in k),
     ("frame metrics (per-epoch evaluation)", "fraction", None, lambda k: "frame_" in k),
     ("snippet matching", "fraction of query snippets", None, lambda k: k.startswith("snippet_")),
@@ -110,67 +111,93 @@ def plot_curves(
     return Path(path)
 
 
+# Line style and marker of the i-th run of curves.png (the same in every panel); colour tells the key.
+_RUN_LINES = ("-", "--", ":", "-.")
+_RUN_MARKERS = ("o", "s", "^", "v", "D", "x", "P", "*")
+
+
+def run_styles(runs) -> dict:
+    """{run: (line style, marker)}: one distinct pair per run, for up to 8 runs (then they repeat)."""
+    return {
+        r: (_RUN_LINES[i % len(_RUN_LINES)], _RUN_MARKERS[i % len(_RUN_MARKERS)]) for i, r in enumerate(runs)
+    }
+
+
 def curves_figure(pretrain_history, finetune_histories: dict, pretrain_config: dict | None = None):
     """The figure of curves.png: one panel per kind of per-epoch value (pretraining losses, localization
-    loss, learning rate, mAP and frame metrics of per-epoch evaluations, snippet matching, other) holding
-    every numeric key the histories have, so new keys appear without changes here. In a panel with several
-    keys the colour tells the key and the line style the run. pretrain_config (the pretraining run's
-    config.yaml as a dict) names the loss weights in the legend and title. Epoch ticks are integers."""
+    loss, the learning rate of pretraining and of fine-tuning, mAP and frame metrics of per-epoch
+    evaluations, snippet matching, other) holding every numeric key the histories have, so new keys appear
+    without changes here.
+
+    One meaning per visual channel: the line style and marker tell the run, the same in every panel (the
+    figure's legend, below the panels); the colour tells the key within a panel (the panel's legend). Runs
+    with the same values in a panel (two fine-tuning runs with one learning-rate schedule) stay visible:
+    the first is drawn widest and their markers sit on different epochs. Each panel's epoch axis spans its
+    own data, with integer ticks. Every line's gid is "RUN | KEY". pretrain_config (the pretraining run's
+    config.yaml as a dict) names the loss weights in the legend and title."""
     plt = _plt()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     panels = curve_panels(pretrain_history, finetune_histories) or {"no per-epoch values": []}
     weights = loss_weights(pretrain_config)
-    epochs = [e for s in panels.values() for _, _, ep, _ in s for e in ep] or [1]
+    runs = list(dict.fromkeys(r for series in panels.values() for r, _, _, _ in series))
+    styles = run_styles(runs)
     n = len(panels)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.7 * rows + 0.5), squeeze=False)
     ylabels = {t: y for t, y, _, _ in _PANELS}
-    styles = ("-", "--", ":", "-.")
     for ax, (title, series) in zip(axes.flat, panels.items()):
         keys = list(dict.fromkeys(s[1] for s in series))
-        runs = list(dict.fromkeys(s[0] for s in series))
-        handles = []
+        same: dict = {}  # (key, epochs, values) -> the runs that have exactly these
+        labelled = set()  # keys already in the panel's legend
+        for run, key, ep, vals in series:
+            same.setdefault((key, tuple(ep), tuple(vals)), []).append(run)
         for run, key, ep, vals in series:
             name = key
             if title == "pretraining losses" and key in weights:
                 name = f"{key} (x {weights[key]:g} in loss)"
             elif title == "pretraining losses" and key == "loss" and weights:
                 name = "loss (weighted total)"
-            if len(keys) == 1:  # colour = run
-                color, style, label = f"C{runs.index(run) % 10}", "-", run
-            else:  # colour = key, line style = run
-                color, style = f"C{keys.index(key) % 10}", styles[runs.index(run) % len(styles)]
-                label = name if len(runs) == 1 else None
-                if len(runs) > 1 and (run, key) == next((r, k) for r, k, _, _ in series if k == key):
-                    handles.append(Line2D([], [], color=color, label=name))
-            ax.plot(ep, vals, style, marker=".", color=color, label=label)
-        if len(keys) > 1 and len(runs) > 1:
-            handles += [
-                Line2D([], [], color="0.3", ls=styles[i % len(styles)], label=r) for i, r in enumerate(runs)
-            ]
+            group = same[(key, tuple(ep), tuple(vals))]
+            j, m = group.index(run), len(group)
+            step = max(1, -(-len(ep) // 12))  # about 12 markers per line
+            ls, marker = styles[run]
+            width = 1.3 + min(2.7, 0.9 * (m - 1 - j))  # the first of equal lines widest, under the others
+            ax.plot(ep, vals, ls=ls, marker=marker, markevery=(j * step, m * step), markersize=4, lw=width,
+                    color=f"C{keys.index(key) % 10}", gid=f"{run} | {key}",
+                    label=None if key in labelled else name)  # fmt: skip
+            labelled.add(key)
         heading = title
         if title == "pretraining losses" and weights:
             terms = " + ".join(("" if w == 1 else f"{w:g} x ") + k for k, w in weights.items())
             heading = f"pretraining losses\nloss = {terms}"
         elif len(keys) == 1 and title != "other":
             heading = f"{title}: {keys[0]}"
-        if title == "learning rate" and series and min(min(s[3]) for s in series) > 0:
+        if "learning rate" in title and series and min(min(s[3]) for s in series) > 0:
             ax.set_yscale("log")
         if title in _FRACTION_PANELS:
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(heading, fontsize=10)
         ax.set(xlabel="epoch", ylabel=ylabels.get(title, "value"))
+        epochs = [e for _, _, ep, _ in series for e in ep] or [1]
         ax.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if max(epochs) - min(epochs) < 4:  # a few epochs: tick each (the locator would add fractions)
+            ax.set_xticks(range(int(min(epochs)), int(max(epochs)) + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if series:
-            ax.legend(handles=handles or None, fontsize=7)
+        if len(keys) > 1:
+            ax.legend(fontsize=7, title="colour: key", title_fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
+    handles = [Line2D([], [], color="0.3", ls=styles[r][0], marker=styles[r][1], markersize=4, label=r)
+               for r in runs]  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8,
+                   title="line style and marker: run", title_fontsize=8)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(handles) - 1) // 5), 1, 1))
     return fig
 
 
