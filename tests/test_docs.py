@@ -1,8 +1,9 @@
 """The README and docs/ as a user follows them: their Python blocks run as written (after the `skelcl synth`
-block above them) and compute the values their comments promise; every `skelcl ...` line of their shell
-blocks parses with the command's own parser; every relative link and #anchor resolves; the run folder
-section names every key pretraining and fine-tuning runs write. Also the house rules of the package: no
-import circle among skelcl's modules, and no study, demo or plotting code in skelcl/train/."""
+block above them) and compute the values their comments promise; every `skelcl ...` and
+`python scripts/gpu_check.py ...` line of their shell blocks parses with the command's own parser; every
+relative link and #anchor resolves; the run folder section names every key pretraining and fine-tuning runs
+write. Also the house rules of the package: no import circle among skelcl's modules, and no study, demo or
+plotting code in skelcl/train/."""
 
 import ast
 import json
@@ -95,7 +96,7 @@ def with_checks(code: str) -> str:
 
 def test_docs_have_code_to_check():
     assert len(PAGES) >= 9
-    assert len(python_snippets()) >= 2 and len(skelcl_commands()) >= 20
+    assert len(python_snippets()) >= 2 and len(skelcl_commands()) >= 20 and len(gpu_check_commands()) >= 3
 
 
 @pytest.mark.parametrize(("setup", "code"), python_snippets())
@@ -117,6 +118,27 @@ def test_value_checks_are_real():
     assert "assert _close((x + 1), 3)" in with_checks(code)
     r = subprocess.run([sys.executable, "-c", with_checks(code.replace("# 3", "# 4"))], capture_output=True)
     assert r.returncode != 0
+
+
+def gpu_check_commands():
+    out = []
+    for page in PAGES:
+        for lang, code in blocks(page.read_text()):
+            for cmd in command_lines(code) if lang in SHELL else []:
+                words = [w for w in shlex.split(cmd) if not re.match(r"^[A-Z_]+=", w)]  # env settings
+                if words[:2] == ["python", "scripts/gpu_check.py"]:
+                    out.append(pytest.param(words[2:], id=f"{page.stem}: {cmd[:60]}"))
+    return out
+
+
+@pytest.mark.parametrize("args", gpu_check_commands())
+def test_gpu_check_command_parses(args):
+    from skelcl.benchmark.gpu.check import parse_args
+
+    try:
+        parse_args(args)
+    except SystemExit as e:
+        pytest.fail(f"scripts/gpu_check.py {' '.join(args)}: refused by its parser ({e})")
 
 
 @pytest.mark.parametrize("args", skelcl_commands())
