@@ -117,10 +117,11 @@ def test_recipe_with_too_few_views_refused_before_the_folder(tiny, tmp_path, cap
 
 @pytest.fixture(scope="module")
 def ft_run(tiny, pre_run, tmp_path_factory):
-    """A finished 1-epoch fine-tuning run on pre_run's encoder."""
+    """A finished 1-epoch fine-tuning run on pre_run's encoder (width 0.125; the preset says 0.25)."""
     out = tmp_path_factory.mktemp("runs") / "ft"
-    argv = ["finetune", "--data", str(tiny), "--out", str(out), "--quiet", "--pretrained", str(pre_run), *FT,
-            "train.epochs=1"]  # fmt: skip
+    ft = [a for a in FT if not a.startswith("model.width")]
+    argv = ["finetune", "--config", "finetune_cpu", "--data", str(tiny), "--out", str(out), "--quiet",
+            "--pretrained", str(pre_run), *ft, "train.epochs=1"]  # fmt: skip
     assert main(argv) == 0
     return out
 
@@ -150,3 +151,37 @@ def test_resume_with_the_other_command(pre_run, ft_run, capsys):
         "pretraining run",
         f"skelcl pretrain --resume {pre_run}",
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Settings a pretrained encoder fixes: refused when they disagree, recorded as what ran.
+
+
+def test_pretrained_encoder_settings_are_what_runs(tiny, pre_run, ft_run, tmp_path, capsys):
+    import yaml
+
+    from skelcl.train import checkpoint
+
+    assert yaml.safe_load((pre_run / "config.yaml").read_text())["model"]["width"] == 0.125
+    for f in (ft_run / "config.yaml",):
+        assert yaml.safe_load(f.read_text())["model"]["width"] == 0.125  # not the preset's 0.25
+    st = checkpoint.load_checkpoint(ft_run)
+    assert st["config"]["model"]["width"] == 0.125 and st["backbone"]["width"] == 0.125
+    out = tmp_path / "ft"
+    base = [
+        "finetune",
+        "--data",
+        str(tiny),
+        "--out",
+        str(out),
+        "--pretrained",
+        str(pre_run),
+        "train.epochs=1",
+    ]
+    _err(capsys, [*base, "model.width=0.5"], "model.width=0.5", "0.125", str(pre_run))
+    _err(capsys, [*base, "model.strides=[2,5]"], "model.strides=[2, 5]", "[2, 5, 8]")
+    _err(capsys, [*base, "model.backbone=agcn"], "model.backbone=agcn", "stgcn")
+    assert not out.exists()
+    # the same value as the encoder's is fine; config show tells what would run
+    assert main(["config", "show", "finetune", f"finetune.pretrained={pre_run}"]) == 0
+    assert "model.width = 0.125" in capsys.readouterr().out

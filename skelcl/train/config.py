@@ -447,11 +447,46 @@ def merge(base: dict, update: dict, where: str = "config") -> dict:
 
 
 def resolve(name_or_path, overrides=()) -> dict:
-    """The config with overrides applied (pretrain.method=M brings M's recipe: follow_method), validated."""
+    """The config with overrides applied, validated. pretrain.method=M brings M's recipe (follow_method);
+    with finetune.pretrained the model section is the encoder's (follow_pretrained)."""
     cfg = apply_overrides(load_config(name_or_path), overrides)
     keys = [str(item).split("=", 1)[0].strip() for item in overrides or ()]
     follow_method(cfg, "pretrain.method" in keys, "pretrain.recipe" in keys)
-    return validate(cfg, where=_where(name_or_path))
+    validate(cfg, where=_where(name_or_path))
+    follow_pretrained(cfg, keys)
+    return cfg
+
+
+# Settings a pretrained encoder fixes (finetune.pretrained): its checkpoint's values are the ones that run.
+ENCODER_KEYS = ("model.backbone", "model.width", "model.strides")
+
+
+def encoder_model(model_cfg: dict, bcfg: dict) -> dict:
+    """model_cfg with the encoder settings of bcfg (Backbone kwargs: kind, width, strides)."""
+    kind, width, strides = bcfg["kind"], float(bcfg["width"]), list(bcfg["strides"])
+    return {**model_cfg, "backbone": kind, "width": width, "strides": strides}
+
+
+def follow_pretrained(cfg: dict, given=()) -> None:
+    """With finetune.pretrained set, cfg["model"] becomes the encoder's settings (ENCODER_KEYS; config.yaml
+    records what runs). A key of `given` (the keys set on the command line) that disagrees with the
+    encoder raises SkelclError naming the key, the value given and the checkpoint's."""
+    f, model = cfg.get("finetune"), cfg.get("model")
+    if not isinstance(f, dict) or not f.get("pretrained") or not isinstance(model, dict):
+        return
+    from skelcl.train.pretrain import load_encoder_state
+
+    bcfg, _ = load_encoder_state(f["pretrained"])
+    ran = encoder_model(model, bcfg)
+    for key in ENCODER_KEYS:
+        name = key.split(".", 1)[1]
+        if key in given and model.get(name) != ran[name]:
+            raise SkelclError(
+                f"{key}={model.get(name)} disagrees with the pretrained encoder {f['pretrained']} "
+                f"({key} {ran[name]}): the encoder fixes {', '.join(ENCODER_KEYS)}; leave {key} out or give "
+                f"{ran[name]}"
+            )
+    cfg["model"] = ran
 
 
 def _where(name_or_path) -> str:

@@ -36,7 +36,7 @@ from skelcl.errors import SkelclError
 from skelcl.eval import evaluate_protocol, frame_metrics, proposals_from_scores, segments_from_labels
 from skelcl.models import Backbone, Localizer
 from skelcl.train import checkpoint
-from skelcl.train.config import validate
+from skelcl.train.config import encoder_model, validate
 from skelcl.train.data import SequenceStore, epoch_batches, finetune_feed, label_subset, to_tensor
 from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, wrap
 from skelcl.train.malloc import keep_freed_memory
@@ -250,6 +250,8 @@ def run_finetune(
     val_store = SequenceStore.from_config(train_cache.subset(val_idx), cfg["data"]) if len(val_idx) else None
     num_outputs = train_cache.num_classes
     model, bcfg = build_localizer(cfg, num_outputs)
+    if f["pretrained"]:  # the encoder's settings are what runs: config.yaml and the checkpoints say so
+        cfg = {**cfg, "model": encoder_model(cfg["model"], bcfg)}
     model.to(device)
     compile_modules(t.get("compile", False), model.backbone)
     recipe = augment.load_recipe(t["recipe"])
