@@ -2,7 +2,7 @@
 
     RUN/config.yaml      the resolved config (what actually ran; --resume with train.epochs=N updates it)
     RUN/log.txt          the log lines (also printed): first the run header (run_header), then one line
-                         per epoch with an ETA for the whole run
+                         per epoch with an ETA for the whole run, last the final numbers (write_metrics)
     RUN/metrics.json     {"history": [one dict per epoch], "final": {...}}  (rewritten atomically)
     RUN/tb/              TensorBoard events (same scalars as the history; needs the tensorboard package)
     RUN/last.pt          checkpoint after the latest saved epoch (every train.ckpt_every epochs and the last)
