@@ -158,10 +158,10 @@ def announce(log_file, device=None, seeds: dict | None = None) -> list[str]:
 
 def results_text(values: dict) -> str:
     """The numbers of a metrics dict as one line: "loss 1.234, epoch 2" (floats to 4 significant digits;
-    anything that is not a number is left out)."""
+    anything that is not a number, and counts named num_*, are left out)."""
     parts = []
     for k, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or "num_" in k:
             continue
         parts.append(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}")
     return ", ".join(parts) or "no results"
