@@ -10,13 +10,15 @@ unlabeled) ignored. Protocols (finetune.protocol):
     finetune       everything trains; head: finetune.head (ufusion, or simple = the linear layer above)
 
 A frozen encoder keeps its parameters and BatchNorm statistics (it runs in eval mode). A frozen RANDOM
-encoder (finetune.pretrained null) is the baseline that tells what the head reaches on untrained features;
-its BatchNorm statistics are first calibrated on the training sequences (forward passes in train mode
-without gradient, every BN's running mean/variance = the average of its batch statistics; no gradient
-step). label_fraction < 1 keeps labels on a seeded subset of the training sequences (the others are not
-used). Budget: train.steps > 0 runs exactly that many optimizer steps whatever the label fraction (the
-epochs follow from it, the last one cut short, and the LR schedule is stepped per optimizer step over
-train.steps, milestones scaled from train.epochs); train.steps 0 runs train.epochs epochs.
+encoder (finetune.pretrained null) is the baseline that tells what the head reaches on untrained features.
+finetune.bn_calibrate says which frozen encoders first get their BatchNorm statistics calibrated on the
+training sequences (forward passes in train mode without gradient, every BN's running mean/variance = the
+average of its batch statistics; no gradient step): "random" (default) the random one only, "all" random
+and pretrained alike, "none" neither. label_fraction < 1 keeps labels on a seeded subset of the training
+sequences (the others are not used). Budget: train.steps > 0 runs exactly that many optimizer steps
+whatever the label fraction (the epochs follow from it, the last one cut short, milestones scaled from
+train.epochs); train.steps 0 runs train.epochs epochs. The LR schedule is stepped per optimizer step over
+the run's steps, after a linear warm-up over train.warmup of them (skelcl.train.run.lr_factor).
 Evaluation: per-frame softmax on the whole test sequences -> proposals (skelcl.eval.proposals_from_scores)
 -> detection mAP (evaluate_protocol) and frame metrics (accuracy, edit, F1).
 """
@@ -120,6 +122,17 @@ def calibrate_bn(module: torch.nn.Module, batches) -> int:
     if n == 0:
         raise SkelclError("BatchNorm calibration got no batches")
     return n
+
+
+def calibrates(f: dict) -> bool:
+    """Whether a run's frozen encoder gets its BatchNorm statistics calibrated (finetune.bn_calibrate):
+    "random" a frozen random encoder only (a pretrained one keeps its pretraining statistics), "all" every
+    frozen encoder, random or pretrained (both then meet the target data the same way), "none" neither.
+    A trained encoder (protocol finetune) is never calibrated: training updates its statistics."""
+    mode = f.get("bn_calibrate") or "random"
+    if f["protocol"] not in FROZEN or mode == "none":
+        return False
+    return mode == "all" or not f["pretrained"]
 
 
 CALIBRATION_SEQUENCES = 256  # BatchNorm calibration of a frozen random encoder: at most this many
@@ -263,20 +276,21 @@ def run_finetune(
     else:
         epochs = int(t["epochs"])
         total_steps = epochs * per_epoch
-    per_step = steps_cfg > 0  # the LR schedule is stepped per optimizer step (else per epoch)
-    scheduler = make_scheduler(optimizer, schedule_config(t))
+    scheduler = make_scheduler(optimizer, t, total_steps)  # stepped after every optimizer step
     frozen = f["protocol"] in FROZEN
     run = RunDir(out, cfg, resume=resume, quiet=quiet, overwrite=overwrite, command="finetune", device=device)
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "localizer", model, optimizer, scheduler, device)
-    elif frozen and not f["pretrained"]:
+    elif calibrates(f):
         calib = SequenceStore.from_config(train_cache, cfg["data"])
         batches = calibration_batches(calib, 32, int(t["max_frames"]), seed, device)
         n = calibrate_bn(model.backbone, batches)
         n_seq = min(len(calib), CALIBRATION_SEQUENCES)
-        run.log(f"frozen random encoder: BatchNorm statistics calibrated on {n_seq} of the {len(calib)} "
-                f"training sequences ({n} batches, no gradient steps)")  # fmt: skip
+        kind = "pretrained" if f["pretrained"] else "random"
+        run.log(f"frozen {kind} encoder: BatchNorm statistics calibrated on {n_seq} of the {len(calib)} "
+                f"training sequences ({n} batches, no gradient steps; finetune.bn_calibrate="
+                f"{f.get('bn_calibrate', 'random')})")  # fmt: skip
     ddp = wrap(model, device)
     source = f["pretrained"] or "random init"
     run.log(f"finetune ({f['protocol']}, labels on {len(store) + len(val_idx)}/{len(train_cache)} sequences, "
@@ -314,16 +328,13 @@ def run_finetune(
             loss.backward()
             optimizer.step()
             lr = optimizer.param_groups[0]["lr"]
-            if per_step:
-                scheduler.step()
+            scheduler.step()
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
-        if not per_step:
-            scheduler.step()
         record = {"epoch": epoch + 1, "steps": epoch * per_epoch + len(batches),
                   "loss": mean_scalar(total / max(1, count)),
                   "lr": lr, "seconds": time.time() - t0, "data_wait_share": wait_share}  # fmt: skip

@@ -10,6 +10,7 @@ order and augmentation are functions of (seed, epoch, step), so a resumed run eq
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -22,8 +23,9 @@ from skelcl.models.moco import resolve_queue_sizes
 from skelcl.train import checkpoint
 from skelcl.train.config import validate
 from skelcl.train.data import SequenceStore, epoch_batches, pretrain_feed
-from skelcl.train.distributed import barrier, mean_scalar, setup, unwrap, world_info, wrap
+from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, unwrap, world_info, wrap
 from skelcl.train.malloc import keep_freed_memory
+from skelcl.train.probe import make_probe
 from skelcl.train.run import (
     RunDir,
     autocast,
@@ -47,10 +49,36 @@ def backbone_config(model_cfg: dict) -> dict:
     }
 
 
+# pretrain.* keys read by the training loop, not by MoCo
+RUN_KEYS = ("recipe", "momentum_schedule", "probe_every", "probe_part", "probe_sequences")
+
+
+def momentum_at(step: int, p: dict, total_steps: int) -> float:
+    """The key-encoder momentum m of optimizer step `step` (0-based; the step's forward first sets
+    theta_k <- m theta_k + (1 - m) theta_q), with m0 = pretrain.momentum, T = total_steps:
+
+        constant  m0 (MoCo)
+        cosine    1 - (1 - m0) (1 + cos(pi step / T)) / 2: m0 rising to 1 at the end (BYOL)
+        ramp      min(m0, step / (step + 1)): the key encoder is the plain mean of the query encoder's
+                  iterates until step 1 / (1 - m0) - 1, an EMA with m0 after (the default)
+
+    Why ramp: the key encoder starts as a copy of the random query encoder, and its share left after T
+    steps is prod m: with m0 = 0.99 at T = 150 steps, 22 % under constant (0.99^150) and 47 % under
+    cosine, but 0.6 % under ramp (1/100 * 0.99^51). At long schedules the three differ only at the start."""
+    m0 = float(p["momentum"])
+    kind = p.get("momentum_schedule") or "constant"
+    if kind == "constant":
+        return m0
+    if kind == "cosine":
+        return 1 - (1 - m0) * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))) / 2
+    if kind == "ramp":
+        return min(m0, step / (step + 1))
+    raise SkelclError(f"pretrain.momentum_schedule must be constant, cosine or ramp, got {kind!r}")
+
+
 def build_moco(cfg: dict, keys_per_epoch: int | None = None) -> MoCo:
     """The MoCo model of cfg; queue sizes "auto" are sized to keys_per_epoch (see resolve_queue_sizes)."""
-    p = dict(cfg["pretrain"])
-    p.pop("recipe")
+    p = {k: v for k, v in cfg["pretrain"].items() if k not in RUN_KEYS}
     p["queue_size"], p["snippet_queue_size"], _ = resolve_queue_sizes(
         p.get("queue_size", "auto"), p.get("snippet_queue_size", "auto"), keys_per_epoch,
         int(p.get("num_snippets", 19)),
@@ -113,16 +141,20 @@ def run_pretrain(
     model = build_moco(cfg, keys_per_epoch).to(device)
     compile_modules(t.get("compile", False), model.encoder_q, model.encoder_k)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
-    scheduler = make_scheduler(optimizer, t)
+    per_epoch = len(epoch_batches(len(store), bs, seed, 0, len(store) >= bs))
+    steps_cfg = int(t.get("steps") or 0)  # > 0: a budget of optimizer steps (the last epoch is cut)
+    epochs = -(-steps_cfg // per_epoch) if steps_cfg > 0 else int(t["epochs"])
+    total_steps = steps_cfg if steps_cfg > 0 else epochs * per_epoch
+    scheduler = make_scheduler(optimizer, t, total_steps)  # stepped after every optimizer step
+    probe, probe_every = make_probe(cfg, device), int(cfg["pretrain"].get("probe_every") or 0)
     run = RunDir(out, cfg, resume=resume, quiet=quiet, overwrite=overwrite, command="pretrain", device=device)
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "pretrain", model, optimizer, scheduler, device)
     ddp = wrap(model, device)
-    epochs = int(t["epochs"])
     run.log(f"pretrain {cfg['pretrain']['method']}{' + snippet' if model.snippet else ''}: {len(store)} "
-            f"sequences, {epochs} epochs, batch {bs}, device {device}, queues {model.queue.size} / "
-            f"{model.squeue.size} rows")  # fmt: skip
+            f"sequences, {epochs} epochs = {total_steps} optimizer steps, batch {bs}, device {device}, "
+            f"queues {model.queue.size} / {model.squeue.size} rows")  # fmt: skip
     pc = cfg["pretrain"]
     for note in resolve_queue_sizes(pc["queue_size"], pc["snippet_queue_size"], keys_per_epoch,
                                     model.num_snippets)[2]:  # fmt: skip
@@ -132,8 +164,10 @@ def run_pretrain(
     run.start_epochs(start, epochs)
     for epoch in range(start, epochs):
         model.train()
-        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: that of this epoch's steps
+        t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: that of the epoch's last step
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
+        batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
+        probed = {}  # the epoch's last probe
         sums: dict[str, float] = {}
         # the next batch is read and augmented in a background thread while this one computes
         feed = pretrain_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
@@ -142,6 +176,8 @@ def run_pretrain(
         bar = run.bar(feed, desc=f"pretrain {epoch + 1}/{epochs}")
         for step, (views, align) in enumerate(bar):
             video = torch.as_tensor(batches[step], dtype=torch.long, device=device)  # ids: split positions
+            gstep = epoch * per_epoch + step  # optimizer steps done before this one
+            model.momentum = momentum_at(gstep, cfg["pretrain"], total_steps)
             with autocast(device, t["amp"], t.get("cpu_amp", False)):
                 loss, stats = ddp(views, epoch=epoch, align=align, video=video)
             if not torch.isfinite(loss):
@@ -149,16 +185,21 @@ def run_pretrain(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
             model.flush_queues()
+            if probe is not None and (gstep + 1) % probe_every == 0 and is_main():
+                probed = {**probe(model.encoder_q), "probe_step": gstep + 1}
+                run.scalars("probe", probed, gstep + 1)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
-        scheduler.step()
         record = {k: mean_scalar(v / max(1, len(batches))) for k, v in sums.items()}
-        record.update(epoch=epoch + 1, lr=lr, seconds=time.time() - t0)
+        record.update(epoch=epoch + 1, steps=epoch * per_epoch + len(batches), lr=lr, momentum=model.momentum,
+                      seconds=time.time() - t0, **probed)  # fmt: skip
         history.append(record)
         run.scalars("pretrain", record, epoch + 1)
         run.log_epoch(epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(LOGGED))

@@ -342,19 +342,38 @@ def make_optimizer(params, t: dict):
     raise SkelclError(f"train.optimizer must be 'sgd' or 'adam', got {name!r}")
 
 
-def make_scheduler(optimizer, t: dict):
-    """Per-epoch LambdaLR: "cosine" (to 0 at train.epochs), "step" (x gamma per milestone), "constant"."""
-    name, epochs = t["schedule"], int(t["epochs"])
+SCHEDULE_KIND = "optimizer steps"  # what the scheduler counts; its state_dict carries it as "counts"
+
+
+def lr_factor(step: int, t: dict, total_steps: int) -> float:
+    """The LR multiplier of optimizer step `step` (0-based) of a run of total_steps steps.
+
+    Warm-up: the first w = round(train.warmup * total_steps) steps run at (step + 1) / w. After it, with
+    p = (step - w) / (total_steps - w): "cosine" 0.5 (1 + cos(pi p)) (1 at the first step after the
+    warm-up, towards 0 at the end); "step" gamma^(milestones passed), a milestone m (in epochs of
+    train.epochs) falling at step round(m * total_steps / train.epochs); "constant" 1."""
+    total = max(1, int(total_steps))
+    w = int(round(float(t.get("warmup") or 0.0) * total))
+    if step < w:
+        return (step + 1) / w
+    name = t["schedule"]
     if name == "cosine":
-        fn = lambda e: 0.5 * (1 + math.cos(math.pi * min(e, epochs) / max(1, epochs)))
-    elif name == "step":
-        ms, gamma = list(t["milestones"]), float(t["gamma"])
-        fn = lambda e: gamma ** sum(e >= m for m in ms)
-    elif name == "constant":
-        fn = lambda e: 1.0
-    else:
-        raise SkelclError(f"train.schedule must be 'cosine', 'step' or 'constant', got {name!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return 0.5 * (1 + math.cos(math.pi * min(step - w, total - w) / max(1, total - w)))
+    if name == "step":
+        epochs = max(1, int(t["epochs"]))
+        ms = [round(int(m) * total / epochs) for m in t["milestones"]]
+        return float(t["gamma"]) ** sum(step >= m for m in ms)
+    if name == "constant":
+        return 1.0
+    raise SkelclError(f"train.schedule must be 'cosine', 'step' or 'constant', got {name!r}")
+
+
+def make_scheduler(optimizer, t: dict, total_steps: int):
+    """LambdaLR over optimizer steps (call scheduler.step() after every optimizer step): lr_factor."""
+    lr_factor(0, t, total_steps)  # an unknown schedule fails here, before the run starts
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t, total_steps))
+    scheduler.counts = SCHEDULE_KIND  # saved with state_dict() (older checkpoints: none, per epoch)
+    return scheduler
 
 
 def autocast(device: torch.device, enabled: bool, cpu: bool = False):
@@ -394,6 +413,12 @@ def resume_state(run, kind: str, model, optimizer, scheduler, device) -> tuple[i
     want = int(run.cfg["train"]["epochs"])
     if want < start and not run.cfg["train"].get("steps"):
         raise SkelclError(f"--resume {run.path}: train.epochs={want} is below the {start} epochs done")
+    if st["scheduler"].get("counts") != SCHEDULE_KIND:
+        raise SkelclError(
+            f"--resume {run.path}: the checkpoint was saved by an older skelcl whose learning-rate schedule "
+            "stepped once per epoch; this one steps it per optimizer step, so the run cannot continue "
+            "exactly: start it again (--overwrite) or finish it with the older version"
+        )
     model.load_state_dict(st["model"])
     optimizer.load_state_dict(st["optimizer"])
     scheduler.load_state_dict(st["scheduler"])
