@@ -13,7 +13,7 @@ from skelcl.kernels.graph_conv import (
     graph_conv_reference,
     graph_conv_triton,
 )
-from skelcl.kernels.infonce import info_nce, info_nce_reference, info_nce_triton
+from skelcl.kernels.infonce import info_nce, info_nce_cpu, info_nce_reference, info_nce_triton
 
 __all__ = [
     "fold_batchnorm",
@@ -23,6 +23,7 @@ __all__ = [
     "graph_conv_reference",
     "graph_conv_triton",
     "info_nce",
+    "info_nce_cpu",
     "info_nce_reference",
     "info_nce_triton",
 ]

@@ -20,9 +20,11 @@ recomputed chunk by chunk in backward. A row with no kept key gets softmax weigh
 its gradient 0, never NaN). The sparse part saves only its inputs and works on row chunks of (rows, P, d)
 gathers; its gradients are written chunk by chunk in the input dtypes.
 
-`info_nce_reference` is the PyTorch path (CPU, float64 for gradcheck); `info_nce_triton` the Triton
-path (CUDA, or CPU under TRITON_INTERPRET=1); `info_nce` dispatches on the device. The loss is float32
-(float64 for float64 inputs) whatever the input dtype.
+`info_nce_reference` is the chunked PyTorch path (float64 for gradcheck; the CPU path before
+info_nce_cpu, SKELCL_INFONCE=reference); `info_nce_cpu` the CPU fast path (the whole logit matrix held
+once, see its docstring); `info_nce_triton` the Triton path (CUDA, or CPU under TRITON_INTERPRET=1);
+`info_nce` dispatches on the device. The loss is float32 (float64 for float64 inputs) whatever the input
+dtype.
 
 Precision: under autocast (CUDA or CPU, bfloat16 / float16) q, k and queue are cast to the autocast
 dtype on entry (as a matmul would be), so mixed-precision training runs the 16-bit kernel whatever
@@ -34,6 +36,7 @@ All tensor arguments may be non-contiguous views.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -45,6 +48,12 @@ _MAX_D = 256
 _CHUNK_ELEMENTS = 1 << 22
 # Positive term: at most this many gathered (row, positive, feature) elements per chunk (4 MiB in float32).
 _POS_CHUNK = 1 << 20
+# CPU fast path: the largest logit matrix M x (N + Q) it holds (bytes; SKELCL_INFONCE_DENSE_MB overrides).
+_DENSE_BYTES = 512 << 20
+# CPU fast path: exp without the row maximum subtracted while |s_ij| <= this bound (exp(60) * 2^40 keys
+# stays far below the float32 maximum, exp(-60) far above its smallest normal number).
+_EXP_BOUND = 60.0
+_log = logging.getLogger("skelcl.kernels")
 
 
 def _check_inputs(
@@ -315,6 +324,86 @@ class _ChunkedLSE(torch.autograd.Function):
         return dq, dk, None, None, None, None, None, None, None
 
 
+def _queue_left_out(q_group, queue_group, pos, n):
+    """(rows, cols): the (query, queue row) pairs left out of the denominators, queue_group[col] ==
+    q_group[row] and n + col not one of row's positives, found through the sorted queue groups: the cost
+    grows with the number of such pairs, not with M x Q."""
+    vals, order = torch.sort(queue_group)
+    lo = torch.searchsorted(vals, q_group)
+    counts = torch.searchsorted(vals, q_group, right=True) - lo
+    rows = torch.repeat_interleave(torch.arange(q_group.shape[0], device=q_group.device), counts)
+    start = (torch.cumsum(counts, 0) - counts)[rows]
+    cols = order[lo[rows] + torch.arange(rows.shape[0], device=rows.device) - start]
+    if pos is not None and rows.numel():
+        kept = ~(pos[rows] == (cols + n)[:, None]).any(1)
+        rows, cols = rows[kept], cols[kept]
+    return rows, cols
+
+
+class _DenseLSE(torch.autograd.Function):
+    """lse_i = log sum_{j kept} exp(s_ij), s = (q / tau) [k; queue]^T held whole, as two blocks (M, N) and
+    (M, Q), computed once:
+
+        forward:  s_b = (q / tau) @ keys_b^T; left-out entries -inf (the k block by a dense (M, N) mask,
+                  the queue block by the sparse pairs of _queue_left_out); p_b = exp(s_b - c) in place,
+                  c = 0 while |s| <= _EXP_BOUND (bound: max |q_i| max |key_j| / tau), else the row max;
+                  l = sum_b p_b.sum(1), lse = log(l) + c
+        backward: w_b = p_b * g / l (softmax times g), dq = (w_k @ k + w_q @ queue) / tau,
+                  dk = w_k^T @ q / tau; the queue gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, queue, pos, q_group, k_group, queue_group, temperature, compute_dtype):
+        m, n = q.shape[0], k.shape[0]
+        cdt = compute_dtype
+        qs = q.to(cdt) * (1.0 / temperature)
+        keys = [k.to(cdt)] + ([] if queue is None else [queue.to(cdt)])
+        s = [torch.mm(qs, key.t()) for key in keys]
+        if q_group is not None:
+            rows = torch.arange(m, device=q.device)
+            cols = torch.arange(n, device=q.device)
+            s[0].masked_fill_(_left_out(q_group, k_group, pos, rows, cols), float("-inf"))
+            if queue_group is not None:
+                r, c = _queue_left_out(q_group, queue_group, pos, n)
+                s[1][r, c] = float("-inf")
+        norm = max(float(torch.linalg.vector_norm(key, dim=1).amax()) for key in keys)
+        bounded = float(torch.linalg.vector_norm(qs, dim=1).amax()) * norm <= _EXP_BOUND
+        shift = None
+        if not bounded:
+            shift = torch.stack([b.amax(1) for b in s]).amax(0)
+            shift = torch.where(torch.isinf(shift), torch.zeros((), dtype=cdt, device=q.device), shift)
+            for b in s:
+                b.sub_(shift[:, None])
+        total = None
+        for b in s:
+            b.exp_()
+            total = b.sum(1) if total is None else total.add_(b.sum(1))
+        lse = total.log()
+        if shift is not None:
+            lse = lse + shift
+        ctx.save_for_backward(q, k, queue, total, *s)
+        ctx.temperature, ctx.compute_dtype = temperature, cdt
+        return lse
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, queue, total, *p = ctx.saved_tensors
+        cdt, inv_tau = ctx.compute_dtype, 1.0 / ctx.temperature
+        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dq = dk = None
+        zero = torch.zeros((), dtype=cdt, device=g.device)
+        w = torch.where(total > 0, g.to(cdt) / total, zero)[:, None]  # rows with no kept key: weight 0
+        wk = p[0] * w if need_q or need_k else None
+        if need_q:
+            dq = torch.mm(wk, k.to(cdt))
+            if queue is not None:
+                dq.addmm_(p[1] * w, queue.to(cdt))
+            dq = dq.mul_(inv_tau).to(q.dtype)
+        if need_k:
+            dk = torch.mm(wk.t(), q.to(cdt)).mul_(inv_tau).to(k.dtype)
+        return dq, dk, None, None, None, None, None, None, None
+
+
 def _reduce(loss, reduction):
     if reduction == "mean":
         return loss.mean()
@@ -379,6 +468,75 @@ def info_nce_reference(
         return _reduce(loss, reduction)
 
 
+def _dense_budget() -> int:
+    """Bytes the CPU fast path may hold for the logit matrix (SKELCL_INFONCE_DENSE_MB, default 512)."""
+    mb = os.environ.get("SKELCL_INFONCE_DENSE_MB")
+    return _DENSE_BYTES if mb is None else int(float(mb) * (1 << 20))
+
+
+_logged = set()
+
+
+def _log_once(message):
+    if message not in _logged:
+        _logged.add(message)
+        _log.info(message)
+
+
+def info_nce_cpu(
+    q,
+    k,
+    queue=None,
+    *,
+    positive=None,
+    q_group=None,
+    k_group=None,
+    queue_group=None,
+    temperature=0.07,
+    reduction="mean",
+):
+    """CPU fast path of InfoNCE; the contract of info_nce_reference (same dtypes, float32 loss, float64 for
+    float64 inputs). It holds the whole logit matrix once (_DenseLSE): one (M, d) x (d, N + Q) product
+    forward and one per gradient backward, the temperature folded into q, exp without a max pass while
+    the logits are bounded, the groups of the queue left out through sparse index pairs. When the
+    M x (N + Q) logits need more than the budget (SKELCL_INFONCE_DENSE_MB, default 512 MiB) it logs one
+    line and runs info_nce_reference (chunked, same result)."""
+    _check_inputs(
+        "info_nce_cpu",
+        q,
+        k,
+        queue,
+        positive,
+        q_group,
+        k_group,
+        temperature,
+        reduction,
+        _TRITON_DTYPES + (torch.float64,),
+        queue_group,
+    )
+    temperature = float(temperature)
+    q, k, queue = _autocast_inputs(q, k, queue)
+    cdt = torch.float64 if torch.float64 in (q.dtype, k.dtype) else torch.float32
+    total = k.shape[0] + (0 if queue is None else queue.shape[0])
+    need = q.shape[0] * total * torch.empty((), dtype=cdt).element_size()
+    if need > _dense_budget():
+        _log_once(
+            f"info_nce_cpu: {q.shape[0]} x {total} logits need {need >> 20} MiB, over the "
+            f"{_dense_budget() >> 20} MiB budget (SKELCL_INFONCE_DENSE_MB): chunked info_nce_reference"
+        )
+        return info_nce_reference(
+            q, k, queue, positive=positive, q_group=q_group, k_group=k_group, queue_group=queue_group,
+            temperature=temperature, reduction=reduction,
+        )  # fmt: skip
+    pos = _positive_table(positive, q.shape[0], q.device)
+    qg, kg, queue_g = _groups(q_group, k_group, queue_group)
+    qd = None if queue is None else queue.detach()
+    with _no_autocast(q.device):
+        lse = _DenseLSE.apply(q, k, qd, pos, qg, kg, queue_g, temperature, cdt)
+        loss = lse - positive_logsumexp(q, k, qd, pos, temperature, cdt)
+        return _reduce(loss, reduction)
+
+
 def info_nce_triton(
     q,
     k,
@@ -439,14 +597,17 @@ def info_nce(
     temperature=0.07,
     reduction="mean",
 ):
-    """Dispatcher: info_nce_triton on CUDA tensors, info_nce_reference elsewhere (and for float64).
+    """Dispatcher: info_nce_triton on CUDA tensors (16-bit / float32), info_nce_cpu on CPU tensors,
+    info_nce_reference otherwise (float64 on CUDA).
 
-    SKELCL_INFONCE=reference in the environment forces the reference, SKELCL_INFONCE=triton the Triton
-    path (on CPU tensors that needs TRITON_INTERPRET=1 set before the first import of Triton)."""
+    SKELCL_INFONCE=reference in the environment forces the chunked reference (the CPU path before
+    info_nce_cpu), SKELCL_INFONCE=triton the Triton path (on CPU tensors that needs TRITON_INTERPRET=1 set
+    before the first import of Triton)."""
     choice = os.environ.get("SKELCL_INFONCE", "auto")
     fast = all(t is None or t.dtype in _TRITON_DTYPES for t in (q, k, queue))
     fast = fast and (q.is_cuda or choice == "triton") and choice != "reference"
-    fn = info_nce_triton if fast else info_nce_reference
+    cpu = not fast and choice != "reference" and q.device.type == "cpu"
+    fn = info_nce_triton if fast else info_nce_cpu if cpu else info_nce_reference
     return fn(
         q,
         k,
