@@ -36,11 +36,13 @@ def file_mode() -> int:
 
 def write_bytes_atomic(path, chunks) -> Path:
     """Write the byte strings `chunks` to path via a fsynced temporary file and os.replace (mode:
-    file_mode())."""
+    file_mode()). An OSError (disk full, file-size limit, folder not writable) raises SkelclError and
+    leaves the previous file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             for c in chunks:
                 f.write(c)
@@ -48,9 +50,12 @@ def write_bytes_atomic(path, chunks) -> Path:
             os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError):  # disk full, file-size limit, folder not writable
+            kept = "; the previous file there is intact" if path.is_file() else ""
+            raise SkelclError(f"could not write {path}: {err.strerror or err}{kept}") from None
         raise
     return path
 

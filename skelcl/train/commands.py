@@ -57,7 +57,11 @@ def _add_common(p, default_config: str, needs_data: bool = True):
     if needs_data:
         p.add_argument("--data", help="cache directory (sets data.path)")
     p.add_argument("--out", help="run directory to create (or to reuse when it holds no checkpoint)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN (uses RUN/config.yaml)")
+    p.add_argument(
+        "--resume", metavar="RUN|auto",
+        help="continue the run in RUN (uses RUN/config.yaml); auto (with --out and the run's command line): "
+        "start the run in --out, or continue it there if it has a checkpoint (exit 0 if it is finished)",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines stay)")
 
@@ -129,6 +133,8 @@ def _resolve(args, extra=()):
     from skelcl.train import config
     from skelcl.train.run import check_out
 
+    if args.resume == "auto":
+        return _resolve_auto(args, extra)
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise SkelclError("--resume RUN continues RUN; do not give another --out")
@@ -155,6 +161,38 @@ def _resolve(args, extra=()):
     cfg = config.resolve(args.config, overrides)
     check_out(args.out, overwrite=args.overwrite)
     return cfg, Path(args.out)
+
+
+def _resolve_auto(args, extra=()):
+    """--resume auto: the config of the command line, and args.resume set to the run folder when the run
+    there continues (None for a new run); args.finished is set when that run is complete."""
+    from skelcl.train import config
+    from skelcl.train.preempt import auto_resume
+    from skelcl.train.run import check_out
+
+    if not args.out:
+        raise SkelclError("--resume auto needs --out RUN_DIR (the folder to start or continue)")
+    if args.overwrite:
+        raise SkelclError("--resume auto continues a run and --overwrite replaces it: give one of them")
+    overrides = list(extra) + list(args.overrides)
+    if getattr(args, "data", None):
+        overrides.append(f"data.path={args.data}")
+    cfg = config.resolve(args.config, overrides)
+    what = auto_resume(args.out, cfg)
+    args.resume = None if what == "new" else args.out
+    args.finished = what == "finished"
+    if what == "new":
+        check_out(args.out)
+    return cfg, Path(args.out)
+
+
+def _finished(args, out) -> bool:
+    """True (after saying so, on rank 0) when --resume auto found the run in `out` complete."""
+    import os
+
+    if getattr(args, "finished", False) and os.environ.get("RANK", "0") == "0":
+        print(f"skelcl {args.command}: {out} holds a finished run (metrics.json written): nothing to do")
+    return bool(getattr(args, "finished", False))
 
 
 def _check_kind(cfg: dict, command: str, run) -> None:
@@ -189,6 +227,8 @@ def cmd_pretrain(args) -> int:
     cfg, out = _resolve(args)
     from skelcl.train.distributed import is_main
 
+    if _finished(args, out):
+        return 0
     _gpu_schedule_note(args, cfg)
     _interruptible(
         lambda: run_pretrain(cfg, out, resume=bool(args.resume), quiet=args.quiet, overwrite=args.overwrite)
@@ -203,6 +243,8 @@ def cmd_finetune(args) -> int:
 
     extra = [f"finetune.pretrained={args.pretrained}"] if args.pretrained else []
     cfg, out = _resolve(args, extra)
+    if _finished(args, out):
+        return 0
     _gpu_schedule_note(args, cfg)
     m = _interruptible(
         lambda: run_finetune(cfg, out, resume=bool(args.resume), quiet=args.quiet, overwrite=args.overwrite)

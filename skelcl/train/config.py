@@ -138,6 +138,10 @@ KEYS: dict[str, Key] = {
     "train.num_threads": INT0,
     "train.augment_backend": Key("str", choices=("numba", "numpy", "dali")),
     "train.ckpt_every": INT1,
+    "train.ckpt_every_steps": Key(
+        "int", 0, help="also last.pt every N optimizer steps, mid-epoch (0: never)"
+    ),
+    "train.ckpt_every_minutes": Key("float", 0, help="also last.pt every N minutes, mid-epoch (0: never)"),
     "train.keep_every": Key("int", 0, help="keep epoch_N.pt every N epochs (0: never)"),
     "train.eval_every": Key("int", 0, help="validation every N epochs (0: never)"),
     # eval

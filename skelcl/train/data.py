@@ -9,7 +9,7 @@ exactly the data (and augmentations) of an uninterrupted run, without saving Gen
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import numpy as np
 import torch
@@ -220,10 +220,13 @@ def host_tensor(x: np.ndarray, device) -> torch.Tensor:
 
 
 def pretrain_feed(store, batches, recipe, seed: int, epoch: int, backend: str, snippets: int, device,
-                  prefetch: bool = True, key_view: int = 1) -> Prefetcher:  # fmt: skip
-    """Pretraining batches of one epoch: (views: list of (B, T, M, 25, 3) float32 tensors, align (B, S)
-    long tensor between view 0 and view key_view, or None when snippets == 0) on `device`, step i
-    augmented with step_rng(seed, epoch, i)."""
+                  prefetch: bool = True, key_view: int = 1, start: int = 0) -> Prefetcher:  # fmt: skip
+    """Pretraining batches of one epoch from step `start` on (a mid-epoch resume): (views: list of
+    (B, T, M, 25, 3) float32 tensors, align (B, S) long tensor between view 0 and view key_view, or None
+    when snippets == 0) on `device`, step i augmented with step_rng(seed, epoch, i).
+    feed.reversed: a deque of augment.reversed_share(params) per batch made, in step order (the consumer
+    pops one per step: the share of the batch's output frames that play backwards, 0 by default)."""
+    reversed_shares = deque()
 
     def make(step):
         x, lengths, _ = store.batch(batches[step])
@@ -231,15 +234,19 @@ def pretrain_feed(store, batches, recipe, seed: int, epoch: int, backend: str, s
         views = augment.apply(x, lengths, params, backend=backend, check_finite=False)
         align = snippet_alignment(params, snippets, key=key_view) if snippets else None
         views = [host_tensor(v, device) for v in views]
+        reversed_shares.append(augment.reversed_share(params))
         return views, None if align is None else host_tensor(align, device)
 
-    return Prefetcher(make, len(batches), prefetch, device)
+    feed = Prefetcher(lambda i: make(start + i), len(batches) - start, prefetch, device)
+    feed.reversed = reversed_shares
+    return feed
 
 
 def finetune_feed(store, batches, recipe, seed: int, epoch: int, backend: str, max_frames: int, device,
-                  prefetch: bool = True) -> Prefetcher:  # fmt: skip
-    """Fine-tuning batches of one epoch: (view (B, T, M, 25, 3) float32, labels (B, T) int64, -1 = padding
-    or unlabeled) on `device`; step i cuts windows and augments with step_rng(seed, epoch, i)."""
+                  prefetch: bool = True, start: int = 0) -> Prefetcher:  # fmt: skip
+    """Fine-tuning batches of one epoch from step `start` on: (view (B, T, M, 25, 3) float32, labels
+    (B, T) int64, -1 = padding or unlabeled) on `device`; step i cuts windows and augments with
+    step_rng(seed, epoch, i)."""
 
     def make(step):
         rng = step_rng(seed, epoch, step)
@@ -248,4 +255,4 @@ def finetune_feed(store, batches, recipe, seed: int, epoch: int, backend: str, m
         (view,) = augment.apply(x, lengths, params, backend=backend, check_finite=False)
         return host_tensor(view, device), host_tensor(labels, device)
 
-    return Prefetcher(make, len(batches), prefetch, device)
+    return Prefetcher(lambda i: make(start + i), len(batches) - start, prefetch, device)

@@ -40,9 +40,10 @@ from skelcl.models import Backbone, Localizer
 from skelcl.train import checkpoint
 from skelcl.train.config import encoder_model, validate
 from skelcl.train.data import SequenceStore, epoch_batches, finetune_feed, label_subset, to_tensor
-from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, wrap
+from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, world_info, wrap
 from skelcl.train.malloc import keep_freed_memory
-from skelcl.train.pretrain import backbone_config, load_encoder_state, open_split
+from skelcl.train.preempt import StepClock, check_sequences, preempted, restores_signals
+from skelcl.train.pretrain import backbone_config, load_encoder_state, open_split, size_warnings
 from skelcl.train.run import (
     RunDir,
     autocast,
@@ -231,6 +232,7 @@ def holdout(indices, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray
     return np.sort(indices[perm[n_val:]]), np.sort(indices[perm[:n_val]])
 
 
+@restores_signals
 def run_finetune(
     cfg: dict,
     out,
@@ -282,6 +284,7 @@ def run_finetune(
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "localizer", model, optimizer, scheduler, device)
+        check_sequences(run, len(store))
     elif calibrates(f):
         calib = SequenceStore.from_config(train_cache, cfg["data"])
         batches = calibration_batches(calib, 32, int(t["max_frames"]), seed, device)
@@ -292,10 +295,24 @@ def run_finetune(
                 f"training sequences ({n} batches, no gradient steps; finetune.bn_calibrate="
                 f"{f.get('bn_calibrate', 'random')})")  # fmt: skip
     ddp = wrap(model, device)
+    clock = StepClock(t.get("ckpt_every_steps", 0), t.get("ckpt_every_minutes", 0))
+
+    def state(epoch: int, step: int = 0, partial=None) -> dict:  # step > 0: mid-epoch
+        return {
+            "kind": "localizer", "config": cfg, "backbone": bcfg, "head": model.head_kind,
+            "protocol": f["protocol"], "num_outputs": num_outputs, "classes": train_cache.classes,
+            "bodies": test_store.bodies, "epoch": epoch, "step": step, "partial": partial or {},
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
+            "world_size": world_info()[1], "sequences": len(store),
+        }  # fmt: skip
+
     source = f["pretrained"] or "random init"
     run.log(f"finetune ({f['protocol']}, labels on {len(store) + len(val_idx)}/{len(train_cache)} sequences, "
             f"encoder: {source}{' (frozen)' if frozen else ''}, head {model.head_kind}): {epochs} epochs "
             f"= {total_steps} optimizer steps, batch {bs}, on {device}")  # fmt: skip
+    for note in size_warnings(store, cfg["data"], bs, "labeled training"):
+        run.log(f"warning: {note}")
     eval_every = int(t["eval_every"]) if val_store is not None else 0
     if val_store is not None:
         every = (
@@ -313,12 +330,14 @@ def run_finetune(
         t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: that of the epoch's last step
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=False)
         batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
-        total, count = 0.0, 0
+        first = run.resume_step if epoch == start else 0  # steps of this epoch already done (resume)
+        total, count = (run.resume_partial["total"], run.resume_partial["count"]) if first else (0.0, 0)
+        stop_at_end = False
         # the next batch is read and augmented in a background thread while this one computes
         feed = finetune_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
-                             int(t["max_frames"]), device, t.get("prefetch", True))  # fmt: skip
+                             int(t["max_frames"]), device, t.get("prefetch", True), start=first)  # fmt: skip
         bar = run.bar(feed, desc=f"finetune {epoch + 1}/{epochs}")
-        for step, (view, y) in enumerate(bar):
+        for step, (view, y) in enumerate(bar, start=first):
             with autocast(device, t["amp"], t.get("cpu_amp", False)):
                 logits = ddp(view)
             loss = F.cross_entropy(logits.float().reshape(-1, num_outputs), y.reshape(-1), ignore_index=-1)
@@ -332,6 +351,17 @@ def run_finetune(
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            save, stop = clock.check(epoch * per_epoch + step + 1)
+            if step + 1 == len(batches):
+                stop_at_end = stop  # the epoch's checkpoint below is the one written
+            elif save:
+                run.save_step_checkpoint(
+                    state(epoch, step + 1, {"total": total, "count": count}), epoch, step + 1
+                )
+                clock.saved()
+                barrier()
+                if stop:
+                    raise preempted(run)
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
@@ -356,15 +386,11 @@ def run_finetune(
             text += f", val avg mAP {record[VAL_KEY]:.4f}{' (best)' if is_best else ''}"
         text += f", waited for data {100 * wait_share:.1f} %"
         run.log_epoch(epoch + 1, text, record["seconds"])
-        run.save_checkpoint({
-            "kind": "localizer", "config": cfg, "backbone": bcfg, "head": model.head_kind,
-            "protocol": f["protocol"],
-            "num_outputs": num_outputs, "classes": train_cache.classes, "bodies": test_store.bodies,
-            "epoch": epoch + 1,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
-        }, epoch + 1, last, best=is_best)  # fmt: skip
+        run.save_checkpoint(state(epoch + 1), epoch + 1, last or stop_at_end, best=is_best)
+        clock.saved()
         barrier()
+        if stop_at_end and not last:
+            raise preempted(run)
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and not last:
             run.log(f"stopped after epoch {epoch + 1} (stop_after_epochs)")
             run.close()

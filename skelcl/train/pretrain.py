@@ -25,6 +25,7 @@ from skelcl.train.config import validate
 from skelcl.train.data import SequenceStore, epoch_batches, pretrain_feed
 from skelcl.train.distributed import barrier, is_main, mean_scalar, setup, unwrap, world_info, wrap
 from skelcl.train.malloc import keep_freed_memory
+from skelcl.train.preempt import StepClock, check_sequences, preempted, restores_signals
 from skelcl.train.probe import make_probe
 from skelcl.train.run import (
     RunDir,
@@ -100,6 +101,20 @@ def check_views(p: dict, recipe) -> None:
         )
 
 
+def size_warnings(store: SequenceStore, data_cfg: dict, batch_size: int, what: str) -> list[str]:
+    """Settings the data cannot honour, with the numbers: a batch larger than the (`what`) training
+    sequences, more body slots (data.bodies) than the cache holds."""
+    notes, n = [], len(store)
+    if batch_size > n:
+        notes.append(f"train.batch_size={batch_size} is larger than the {n} {what} sequences: each epoch is "
+                     f"one step of all {n}")  # fmt: skip
+    want, have = int(data_cfg["bodies"]), int(store.cache.max_bodies)
+    if want > have:
+        notes.append(f"data.bodies={want}, but {data_cfg['path']} holds at most {have} "
+                     f"bod{'y' if have == 1 else 'ies'} per frame: the model gets {have}")  # fmt: skip
+    return notes
+
+
 def open_split(data_cfg: dict, part_key: str = "part"):
     """The cache view named by data.path / data.split / data.<part_key> (split null: every sequence)."""
     if not data_cfg.get("path"):
@@ -114,6 +129,7 @@ def open_split(data_cfg: dict, part_key: str = "part"):
     return cache
 
 
+@restores_signals
 def run_pretrain(
     cfg: dict,
     out,
@@ -137,7 +153,8 @@ def run_pretrain(
     check_views(cfg["pretrain"], recipe)
     bs = int(t["batch_size"])
     # Keys one epoch adds to the queues (all ranks): the queues are sized against it.
-    keys_per_epoch = len(epoch_batches(len(store), bs, seed, 0, len(store) >= bs)) * bs * world_info()[1]
+    n_batches = len(epoch_batches(len(store), bs, seed, 0, len(store) >= bs))
+    keys_per_epoch = n_batches * min(bs, len(store)) * world_info()[1]
     model = build_moco(cfg, keys_per_epoch).to(device)
     compile_modules(t.get("compile", False), model.encoder_q, model.encoder_k)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], t)
@@ -151,7 +168,18 @@ def run_pretrain(
     start, history = 0, []
     if resume:
         start, history = resume_state(run, "pretrain", model, optimizer, scheduler, device)
+        check_sequences(run, len(store))
     ddp = wrap(model, device)
+    clock = StepClock(t.get("ckpt_every_steps", 0), t.get("ckpt_every_minutes", 0))
+
+    def state(epoch: int, step: int = 0, sums=None) -> dict:  # step > 0: mid-epoch, `sums` so far
+        return {
+            "kind": "pretrain", "config": cfg, "epoch": epoch, "step": step, "partial": {"sums": sums or {}},
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
+            "world_size": world_info()[1], "sequences": len(store),
+        }  # fmt: skip
+
     run.log(f"pretrain {cfg['pretrain']['method']}{' + snippet' if model.snippet else ''}: {len(store)} "
             f"sequences, {epochs} epochs = {total_steps} optimizer steps, batch {bs}, device {device}, "
             f"queues {model.queue.size} / {model.squeue.size} rows")  # fmt: skip
@@ -159,6 +187,8 @@ def run_pretrain(
     for note in resolve_queue_sizes(pc["queue_size"], pc["snippet_queue_size"], keys_per_epoch,
                                     model.num_snippets)[2]:  # fmt: skip
         run.log(f"warning: {note}")  # printed and written to log.txt once, not also a Python warning
+    for note in size_warnings(store, cfg["data"], bs, "training"):
+        run.log(f"warning: {note}")
     S = model.num_snippets
     waits = []  # per epoch: share of the time the step loop waited for data
     run.start_epochs(start, epochs)
@@ -168,18 +198,21 @@ def run_pretrain(
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
         batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
         probed = {}  # the epoch's last probe
-        sums: dict[str, float] = {}
+        first = run.resume_step if epoch == start else 0  # steps of this epoch already done (resume)
+        sums: dict[str, float] = dict(run.resume_partial.get("sums", {})) if first else {}
+        stop_at_end = False
         # the next batch is read and augmented in a background thread while this one computes
         feed = pretrain_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
                              S if model.snippet else 0, device, t.get("prefetch", True),
-                             key_view=model.snippet_key_view)  # fmt: skip
+                             key_view=model.snippet_key_view, start=first)  # fmt: skip
         bar = run.bar(feed, desc=f"pretrain {epoch + 1}/{epochs}")
-        for step, (views, align) in enumerate(bar):
+        for step, (views, align) in enumerate(bar, start=first):
             video = torch.as_tensor(batches[step], dtype=torch.long, device=device)  # ids: split positions
             gstep = epoch * per_epoch + step  # optimizer steps done before this one
             model.momentum = momentum_at(gstep, cfg["pretrain"], total_steps)
             with autocast(device, t["amp"], t.get("cpu_amp", False)):
                 loss, stats = ddp(views, epoch=epoch, align=align, video=video)
+            stats["reversed_frames"] = feed.reversed.popleft()  # share of frames playing backwards
             if not torch.isfinite(loss):
                 raise SkelclError(f"pretrain: loss became {float(loss)} at epoch {epoch + 1} step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -194,6 +227,15 @@ def run_pretrain(
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
+            save, stop = clock.check(gstep + 1)
+            if step + 1 == len(batches):
+                stop_at_end = stop  # the epoch's checkpoint below is the one written
+            elif save:
+                run.save_step_checkpoint(state(epoch, step + 1, sums), epoch, step + 1)
+                clock.saved()
+                barrier()
+                if stop:
+                    raise preempted(run)
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
@@ -206,12 +248,11 @@ def run_pretrain(
                       + f", lr {record['lr']:.4g}, waited for data {100 * wait_share:.1f} %",
                       record["seconds"])  # fmt: skip
         last = epoch + 1 == epochs
-        run.save_checkpoint({
-            "kind": "pretrain", "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": history, "rng": rng_state(),
-        }, epoch + 1, last)  # fmt: skip
+        run.save_checkpoint(state(epoch + 1), epoch + 1, last or stop_at_end)
+        clock.saved()
         barrier()
+        if stop_at_end and not last:
+            raise preempted(run)
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and not last:
             run.log(f"stopped after epoch {epoch + 1} (stop_after_epochs)")
             run.close()

@@ -89,6 +89,16 @@ def clear_run(path) -> None:
         q.unlink()
 
 
+def remove_partial_writes(path) -> list[str]:
+    """Remove the temporary files of checkpoint writes cut short by a kill (.NAME.pt.XXXX.tmp; the
+    checkpoint they were to replace is intact); returns their names."""
+    gone = []
+    for q in Path(path).glob(".*.pt.*.tmp"):
+        q.unlink(missing_ok=True)
+        gone.append(q.name)
+    return gone
+
+
 def git_revision(root=None) -> str:
     """The commit of the skelcl checkout this code runs from (root: the repository folder, default the
     one holding this file; "+ uncommitted changes" when tracked files differ from the commit), or
@@ -197,17 +207,24 @@ class RunDir:
         self.keep_every = int(t.get("keep_every", 0) or 0)
         self.epochs = int(t.get("epochs", 0))
         self.saved_epoch: int | None = None
+        self.saved_step = 0  # steps of epoch saved_epoch + 1 in last.pt (a mid-epoch checkpoint)
+        self.resume_step, self.resume_partial = 0, {}  # set by resume_state
         self.bars = self.main and not quiet and show_bars()
         self._t0, self._start = time.time(), 0
         check_out(self.path, resume, overwrite)
         if self.main:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                clear_run(self.path)
-                _write_atomic(self.path / "config.yaml", config_mod.dump(cfg))
-            seeds = {"train.seed": t.get("seed")}
-            for line in run_header(device, seeds):
-                self.log(line)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                remove_partial_writes(self.path)
+                if not resume:
+                    clear_run(self.path)
+                    _write_atomic(self.path / "config.yaml", config_mod.dump(cfg))
+                seeds = {"train.seed": t.get("seed")}
+                for line in run_header(device, seeds):
+                    self.log(line)
+            except OSError as err:  # a read-only or full file system, no permission
+                msg = err.strerror or str(err)
+                raise SkelclError(f"cannot write to the run folder {self.path}: {msg}") from None
         ACTIVE = self
 
     @property
@@ -264,7 +281,23 @@ class RunDir:
             return
         checkpoint.save(paths[0], state, copies=paths[1:])
         if paths[0].name == "last.pt":
-            self.saved_epoch = epoch
+            self.saved_epoch, self.saved_step = epoch, 0
+
+    def save_step_checkpoint(self, state: dict, epoch: int, step: int) -> None:
+        """last.pt in the middle of an epoch: `epoch` epochs and `step` steps of the next one done (state
+        holds them as "epoch" and "step")."""
+        if not self.main:
+            return
+        from skelcl.train import checkpoint
+
+        checkpoint.save(self.path / "last.pt", state)
+        self.saved_epoch, self.saved_step = epoch, step
+
+    def saved_text(self) -> str:
+        """Where last.pt stands: "epoch 3/10" or "epoch 4/10 step 120"."""
+        if self.saved_step:
+            return f"epoch {self.saved_epoch + 1}/{self.epochs} step {self.saved_step}"
+        return f"epoch {self.saved_epoch}/{self.epochs}"
 
     def write_config(self, cfg: dict) -> None:
         self.cfg = cfg
@@ -276,7 +309,7 @@ class RunDir:
             return (f"stopped before the first checkpoint: nothing saved; run the same command again "
                     f"(the folder {self.path} is reused)")  # fmt: skip
         ck = self.path / "last.pt"
-        return (f"stopped; last checkpoint: epoch {self.saved_epoch}/{self.epochs} in {ck}; "
+        return (f"stopped; last checkpoint: {self.saved_text()} in {ck}; "
                 f"continue with: skelcl {self.command} --resume {shlex.quote(str(self.path))}")  # fmt: skip
 
     def scalars(self, tag: str, values: dict, step: int) -> None:
@@ -409,6 +442,15 @@ def resume_state(run, kind: str, model, optimizer, scheduler, device) -> tuple[i
     st = checkpoint.load(run.checkpoint, map_location=device)
     if st.get("kind") != kind:
         raise SkelclError(f"{run.checkpoint} is a {st.get('kind')!r} checkpoint, expected {kind!r}")
+    from skelcl.train.distributed import world_info
+
+    saved_world, world = int(st.get("world_size", 1)), world_info()[1]
+    if saved_world != world:
+        raise SkelclError(
+            f"--resume {run.path}: the run was trained on {saved_world} process(es) and this start has "
+            f"{world}; a resume needs the same world size (the data order is sharded by rank): restart it "
+            f"with {saved_world} process(es)"
+        )
     start = int(st["epoch"])
     want = int(run.cfg["train"]["epochs"])
     if want < start and not run.cfg["train"].get("steps"):
@@ -424,11 +466,15 @@ def resume_state(run, kind: str, model, optimizer, scheduler, device) -> tuple[i
     scheduler.load_state_dict(st["scheduler"])
     set_rng_state(st["rng"])
     run.saved_epoch = start
+    run.saved_step = run.resume_step = int(st.get("step", 0))  # mid-epoch: steps of epoch start + 1 done
+    run.resume_partial = dict(st.get("partial") or {})
+    run.resume_sequences = st.get("sequences")
     old = int(st["config"]["train"]["epochs"]) if "config" in st else want
     if want != old:
         run.write_config(run.cfg)
         run.log(f"train.epochs extended from {old} to {want} (config.yaml updated)")
-    run.log(f"resumed from {run.checkpoint} after epoch {start}")
+    where = f"epoch {start + 1} step {run.resume_step}" if run.resume_step else f"epoch {start}"
+    run.log(f"resumed from {run.checkpoint} after {where}")
     return start, list(st["history"])
 
 
