@@ -12,9 +12,12 @@ from skelcl.cli import main
 from skelcl.errors import SkelclError
 from skelcl.study.experiment import (
     FROZEN_REF,
+    SCRATCH,
     TRAINABLE,
     check_comparisons,
+    check_rows,
     compare,
+    own_reference_comparisons,
     plan,
     pretrain_config,
     reference_protocols,
@@ -125,11 +128,11 @@ def test_plan_runs_each_cell_once_and_rows_use_their_seeds():
     assert [j["seed"] for j in pre] == [0, 1]
     runs = [j for j in jobs if j["kind"]]
     assert len({j["name"] for j in runs}) == len(runs)  # every real run once
-    # frozen_fusion's trainable reference is ft100's trainable reference and vice versa: 2 runs per seed
+    # the frozen random run, and the trainable one that is ft100's reference and frozen_fusion's scratch row
     random_runs = {j["name"] for j in runs if j.get("pretrained", "x") is None}
     assert len(random_runs) == 3 * 2
     recorded = [(j["row"], j["protocol"], j["seed"]) for j in jobs if j.get("pretrained", "x") is None]
-    assert len(recorded) == len(set(recorded)) == 3 * 2 * 2  # but recorded under both protocols
+    assert len(recorded) == len(set(recorded)) == 3 * 3  # FROZEN_REF + SCRATCH, TRAINABLE
     with pytest.raises(SkelclError, match="seeds must be a count"):
         plan(_exp(seeds=[0], rows=[{"label": "X", "method": "skeletonclr", "seeds": 2}]))
     with pytest.raises(SkelclError, match="used twice"):
@@ -193,13 +196,14 @@ def test_experiment_end_to_end_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert re.search(r"\[1/8\] [\w.-]+: \d+ s; elapsed 0:\d\d:\d\d, ETA 0:\d\d:\d\d \(7 runs left\)", printed)
     table = (out / "table.md").read_text()
-    assert "B − A" in table and f"A − {TRAINABLE}" in table and f"A − {FROZEN_REF}" in table
+    assert "B − A" in table and f"A − {FROZEN_REF}" in table and f"A − {TRAINABLE}" not in table
+    assert f"| {SCRATCH} |" in table and "finetune.bn_calibrate=random" in table
     assert "2 optimizer steps" in table and "data seed 0" in table
     assert (out / "table.png").stat().st_size > 10_000
     data = json.loads((out / "results.json").read_text())
     got = {(r["row"], r["protocol"], r["seed"]) for r in data["results"]}
     assert got == {("A", "linear", 0), ("B", "linear", 0)} | {
-        (ref, "linear", s) for ref in (TRAINABLE, FROZEN_REF) for s in (0, 1)
+        (ref, "linear", s) for ref in (SCRATCH, FROZEN_REF) for s in (0, 1)
     }
     assert all(r["steps"] == 2 for r in data["results"])
     (c,) = data["comparisons"]
@@ -238,3 +242,82 @@ def test_row_train_keys_reach_only_that_rows_pretraining(tmp_path):
     bad = dict(exp, rows=[{"label": "x", "method": "skeletonclr", "train": [1]}])
     with pytest.raises(SkelclError, match=r"rows\[0\]: train must be a mapping"):
         plan(bad)
+
+
+PROTOS = {"linear": {"protocol": "linear", "label_fraction": 1.0},
+          "frozen_fusion": {"protocol": "frozen_fusion", "label_fraction": 0.2},
+          "ft20": {"protocol": "finetune", "label_fraction": 0.2}}  # fmt: skip
+
+
+def test_each_protocol_is_compared_with_its_own_reference():
+    """Frozen protocols: the frozen random encoder is the reference, the fully trained random encoder is a
+    row of its own (SCRATCH); fine-tuning: the encoder trained from random init."""
+    exp = _exp(seeds=[0, 1], references=True, protocols=PROTOS,
+               rows=[{"label": "P", "method": "skeletonclr"}])  # fmt: skip
+    recorded = {}
+    for j in plan(exp):
+        if j.get("pretrained", "x") is None:
+            recorded.setdefault(j["protocol"], set()).add((j["row"], j["proto"]["protocol"]))
+    assert recorded["linear"] == {(FROZEN_REF, "linear"), (SCRATCH, "finetune")}
+    assert recorded["frozen_fusion"] == {(FROZEN_REF, "frozen_fusion"), (SCRATCH, "finetune")}
+    assert recorded["ft20"] == {(TRAINABLE, "finetune")}
+    # made-up results: P is 60 under every protocol, the frozen random 40, trained from scratch 70
+    res = []
+    for s in (0, 1, 2):
+        for p in PROTOS:
+            res.append({"row": "P", "protocol": p, "seed": s, M: 0.60 + 0.01 * s})
+            if p == "ft20":
+                res.append({"row": TRAINABLE, "protocol": p, "seed": s, M: 0.70})
+            else:
+                res += [{"row": FROZEN_REF, "protocol": p, "seed": s, M: 0.40},
+                        {"row": SCRATCH, "protocol": p, "seed": s, M: 0.70}]  # fmt: skip
+    comps = own_reference_comparisons(res, M, PROTOS)
+    assert [(c["row"], c["reference"], c["protocol"]) for c in comps] == [
+        ("P", FROZEN_REF, "linear"),
+        ("P", FROZEN_REF, "frozen_fusion"),
+        ("P", TRAINABLE, "ft20"),
+    ]
+    assert [c["mean"] for c in comps] == pytest.approx([21.0, 21.0, -9.0])
+
+
+def test_budget_rows_expand_per_pretraining_budget_and_main_replicates_come_first(tmp_path):
+    row = {"label": "S", "method": "skeletonclr", "budgets": {600: 5, 150: 3, 1500: 3}}
+    exp = _exp(seeds=[0, 1, 2, 3, 4], references=True, protocols={"ft20": PROTOS["ft20"]}, rows=[row])
+    rows = check_rows(exp)
+    assert [(r[0], r[2]) for r in rows] == [
+        ("S, 600 steps", [0, 1, 2, 3, 4]),
+        ("S, 150 steps", [0, 1, 2]),
+        ("S, 1500 steps", [0, 1, 2]),
+    ]
+    for label, method, _, keys in rows:
+        cfg = pretrain_config(exp, method, keys, tmp_path, 0)
+        assert cfg["train"]["steps"] == keys["budget"] and label == f"S, {keys['budget']} steps"
+    jobs = plan(exp)
+    pre = [(j["row"], j["seed"]) for j in jobs if j["kind"] and j["kind"].startswith("pretrain")]
+    assert pre[:5] == [("S, 600 steps", s) for s in range(5)]  # every replicate of the main row first
+    assert sorted(pre[5:]) == sorted((f"S, {b} steps", s) for b in (150, 1500) for s in range(3))
+    assert {j["budget"] for j in jobs if j["row"].startswith("S,")} == {150, 600, 1500}
+    with pytest.raises(SkelclError, match="budgets must map"):
+        check_rows(_exp(rows=[{"label": "S", "method": "skeletonclr", "budgets": [150]}]))
+
+
+def test_budget_figure_from_made_up_comparisons(tmp_path):
+    from skelcl.study.report import budget_series, plot_budget
+
+    res = []  # pretrained - reference = budget / 100 + seed (points) under ft20; n = 3 seeds
+    for b in (150, 600, 1500):
+        for s in (0, 1, 2):
+            res.append({"row": f"S, {b} steps", "base": "S", "budget": b, "protocol": "ft20", "seed": s,
+                        M: 0.5 + (b / 100 + s) / 100})  # fmt: skip
+    res += [{"row": TRAINABLE, "protocol": "ft20", "seed": s, M: 0.5} for s in (0, 1, 2)]
+    comps = own_reference_comparisons(res, M, {"ft20": PROTOS["ft20"]})
+    series = budget_series(comps)
+    half = 4.302653 * 1.0 / math.sqrt(3)  # t_{0.975, 2} * sd([0, 1, 2]) / sqrt(3)
+    got = series["ft20"]["S"]
+    assert [p[0] for p in got] == [150, 600, 1500]
+    for (_, m, lo, hi, n), want in zip(got, (2.5, 7.0, 16.0)):
+        assert m == pytest.approx(want) and (lo, hi) == (pytest.approx(want - half, abs=1e-4),
+                                                        pytest.approx(want + half, abs=1e-4))  # fmt: skip
+        assert n == 3
+    path = plot_budget(tmp_path / "budget.png", comps, M, ["ft20"])
+    assert path.stat().st_size > 5_000

@@ -190,3 +190,14 @@ def test_bn_calibration_of_frozen_pretrained_encoders(data, tmp_path):
     model = checkpoint.load(tmp_path / "r" / "last.pt")["model"]
     means = [v for k, v in model.items() if k.startswith("backbone.") and k.endswith("running_mean")]
     assert means and all(torch.equal(v, torch.zeros_like(v)) for v in means)
+
+
+def test_probe_keys_get_their_own_curves_panel():
+    from skelcl.study.report import curve_panels
+
+    hist = [{"epoch": 1, "loss": 5.0, "probe_frame_accuracy": 0.3, "probe_avg_mAP": 0.1, "probe_step": 4,
+             "probe_seconds": 0.5}, {"epoch": 2, "loss": 4.0}]  # fmt: skip
+    panels = curve_panels(hist, {})
+    (title,) = [t for t, s in panels.items() if any(k == "probe_frame_accuracy" for _, k, _, _ in s)]
+    assert {k for _, k, _, _ in panels[title]} == {"probe_frame_accuracy", "probe_avg_mAP"}
+    assert "probe" in title and not any(k == "probe_step" for s in panels.values() for _, k, _, _ in s)

@@ -8,17 +8,21 @@ Config (skelcl/configs/experiment.yaml, study_snippet.yaml):
                 batch order, head init), so the pretraining seed and the label-subset seed both vary
                 across replicates, and two rows at the same replicate form a pair.
     rows        {label, method, seeds: n (the first n replicate seeds; default all), pretrain: {pretrain.*
-                overrides}, train: {train.* overrides of the pretraining, e.g. cpu_amp}}: one pretraining
-                per replicate from skelcl/configs/pretrain_<method>.yaml + the experiment's `pretrain`
-                section + the row's keys
-    references  true: the rows "random init (trainable)" and "random init (frozen)" under every protocol
-                (every replicate). For a protocol with head h and label fraction f, the trainable reference
-                fine-tunes a random encoder with head h on f; the frozen one keeps a random encoder frozen
-                (BatchNorm statistics calibrated on the training sequences) and trains head h on f
-                (linear for h = simple, frozen_fusion for h = ufusion).
+                overrides}, train: {train.* overrides of the pretraining, e.g. cpu_amp}, budgets: {steps:
+                n, ...}}: one pretraining per replicate from skelcl/configs/pretrain_<method>.yaml + the
+                experiment's `pretrain` section + the row's keys. With budgets, the row becomes one row per
+                pretraining budget, "<label>, <steps> steps", pretrained for exactly that many optimizer
+                steps (train.steps; each with its full LR and momentum schedules) on its first n seeds.
+    references  true: each protocol's own random-init reference, every replicate: under linear and
+                frozen_fusion "random init (frozen)", a random encoder kept frozen (its BatchNorm
+                statistics as finetune.bn_calibrate says) with the protocol's head trained; under finetune
+                "random init (trainable)", trained from random init with the protocol's head. Under a frozen
+                protocol the row "scratch, all weights trained" shows beside it what a random encoder
+                fine-tuned with the same head and labels reaches; it is no reference (a frozen encoder is
+                never compared with a trained one).
     protocols   name -> finetune.* overrides ({protocol, label_fraction[, head]})
     comparisons [row, reference row] pairs: row minus reference, paired by replicate; every pretrained
-                row is also compared with both random-init references
+                row is also compared with its protocol's own random-init reference
     model, pretrain {pretrain, train}, finetune {finetune, train}, metric
 
 For each comparison and protocol the table gives the per-replicate differences d_i (in points), their
@@ -45,6 +49,7 @@ from skelcl.errors import SkelclError
 from skelcl.train import config as config_mod
 
 TRAINABLE, FROZEN_REF = "random init (trainable)", "random init (frozen)"
+SCRATCH = "scratch, all weights trained"  # under a frozen protocol: a random encoder trained with its head
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -136,23 +141,35 @@ def check_rows(exp: dict) -> list:
         where = f"experiment rows[{i}]"
         if not isinstance(r, dict) or not r.get("label") or not r.get("method"):
             raise SkelclError(f"{where}: a row is a mapping with a label and a method, got {r!r}")
-        unknown = set(r) - {"label", "method", "seeds", "pretrain", "train"}
+        unknown = set(r) - {"label", "method", "seeds", "pretrain", "train", "budgets"}
         if unknown:
-            known = "label, method, seeds, pretrain, train"
+            known = "label, method, seeds, pretrain, train, budgets"
             raise SkelclError(f"{where}: unknown keys {sorted(unknown)} ({known})")
         label = str(r["label"])
-        if label in seen or label in (TRAINABLE, FROZEN_REF) or _slug(label) in {_slug(x) for x in seen}:
-            raise SkelclError(f"{where}: label {label!r} is used twice (or is a reference row's name)")
-        seen.add(label)
-        n = r.get("seeds", len(exp["seeds"]))
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(exp["seeds"]):
-            raise SkelclError(f"{where}: seeds must be a count in 1..{len(exp['seeds'])}, got {n!r}")
         keys = {}
         for part in ("pretrain", "train"):
             keys[part] = r.get(part) or {}
             if not isinstance(keys[part], dict):
                 raise SkelclError(f"{where}: {part} must be a mapping of {part}.* keys, got {keys[part]!r}")
-        rows.append((label, str(r["method"]), list(exp["seeds"][:n]), keys))
+        budgets = r.get("budgets")
+        if budgets is not None and (not isinstance(budgets, dict) or not budgets):
+            raise SkelclError(f"{where}: budgets must map pretraining steps to seed counts, got {budgets!r}")
+        cells = [(label, r.get("seeds", len(exp["seeds"])), None)]
+        if budgets:
+            cells = [(f"{label}, {b} steps", n, b) for b, n in budgets.items()]
+        for name, n, budget in cells:
+            taken = {_slug(x) for x in seen}
+            if name in seen or name in (TRAINABLE, FROZEN_REF, SCRATCH) or _slug(name) in taken:
+                raise SkelclError(f"{where}: label {name!r} is used twice (or is a reference row's name)")
+            seen.add(name)
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(exp["seeds"]):
+                raise SkelclError(f"{where}: seeds must be a count in 1..{len(exp['seeds'])}, got {n!r}")
+            if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+                raise SkelclError(f"{where}: a budget is a number of optimizer steps >= 1, got {budget!r}")
+            cell = dict(keys, base=label, budget=budget)
+            if budget is not None:
+                cell["train"] = {**keys["train"], "steps": budget}
+            rows.append((name, str(r["method"]), list(exp["seeds"][:n]), cell))
     if not rows and not exp.get("references"):
         raise SkelclError("experiment: no rows and no references: nothing to run")
     return rows
@@ -162,7 +179,7 @@ def check_comparisons(exp: dict) -> list:
     """The comparisons of an experiment config as (row, reference) pairs of known row names."""
     names = {label for label, *_ in check_rows(exp)}
     if exp.get("references"):
-        names |= {TRAINABLE, FROZEN_REF}
+        names |= {TRAINABLE, FROZEN_REF, SCRATCH}
     pairs = []
     for i, p in enumerate(exp.get("comparisons") or []):
         if not isinstance(p, (list, tuple)) or len(p) != 2:
@@ -199,6 +216,24 @@ def finetune_config(exp: dict, proto: dict, pretrained, data_path, seed: int) ->
     cfg["data"]["bodies"] = int(exp["data"]["bodies"])
     cfg["train"]["seed"] = int(seed)
     return config_mod.validate(cfg, "experiment fine-tuning config")
+
+
+def own_reference(proto: dict) -> str:
+    """The reference row of a protocol: FROZEN_REF under linear / frozen_fusion, TRAINABLE under finetune."""
+    from skelcl.train.finetune import FROZEN
+
+    return FROZEN_REF if proto["protocol"] in FROZEN else TRAINABLE
+
+
+def reference_rows(proto: dict) -> dict:
+    """{row name recorded under the protocol: finetune overrides of its random-init run}: the protocol's
+    own reference, and under a frozen protocol also SCRATCH (the trainable run, shown as its own row)."""
+    refs = reference_protocols(proto)
+    own = own_reference(proto)
+    rows = {own: refs[own]}
+    if own == FROZEN_REF:
+        rows[SCRATCH] = refs[TRAINABLE]
+    return rows
 
 
 def reference_protocols(proto: dict) -> dict:
@@ -293,14 +328,16 @@ def plan(exp: dict) -> list:
                 continue
             pre_name = f"pre_{_slug(label)}_s{seed}"
             jobs.append({"name": pre_name, "kind": f"pretrain {method}", "method": method, "pretrain": pre,
-                         "seed": seed, "row": label})  # fmt: skip
+                         "seed": seed, "row": label, "base": pre.get("base", label),
+                         "budget": pre.get("budget")})  # fmt: skip
             for pname, proto in protocols.items():
                 jobs.append({"name": f"ft_{_slug(label)}_{_proto_tag(proto)}_s{seed}",
                              "kind": f"finetune {_proto_tag(proto)}", "proto": proto, "pretrained": pre_name,
-                             "seed": seed, "row": label, "protocol": pname})  # fmt: skip
+                             "seed": seed, "row": label, "protocol": pname, "base": pre.get("base", label),
+                             "budget": pre.get("budget")})  # fmt: skip
         if with_refs and exp.get("references"):
             for pname, proto in protocols.items():
-                for ref, rproto in reference_protocols(proto).items():
+                for ref, rproto in reference_rows(proto).items():
                     name = f"ft_random_{_proto_tag(rproto)}_s{seed}"
                     job = {"name": name, "kind": f"finetune random {_proto_tag(rproto)}", "proto": rproto,
                            "pretrained": None, "seed": seed, "row": ref, "protocol": pname}  # fmt: skip
@@ -367,6 +404,8 @@ def run_experiment(
             pre_stats.append(_pre_record(m, job, run))
         else:
             results.append(_result(m, job["row"], job["protocol"], job["seed"]))
+            if job.get("budget") is not None:
+                results[-1].update(base=job["base"], budget=job["budget"])
         last_of_seed = i + 1 == len(jobs) or jobs[i + 1]["seed"] != job["seed"]
         if last_of_seed and results:
             _write(out, exp, results, pre_stats, data)
@@ -378,6 +417,8 @@ def _pre_record(m: dict, job: dict, run: Path) -> dict:
     and the chance level ln(number of negatives + 1) of the global InfoNCE."""
     hist = m.get("history") or []
     rec = {"row": job["row"], "seed": job["seed"], **(m.get("final") or {})}
+    if job.get("budget") is not None:
+        rec.update(base=job["base"], budget=job["budget"])
     if hist:
         rec["first_loss_global"] = hist[0].get("loss_global")
     from skelcl.train import checkpoint
@@ -436,6 +477,35 @@ def comparisons(results: list, metric: str, protocols, pairs) -> list:
     return out
 
 
+def own_reference_comparisons(results: list, metric: str, protocols: dict) -> list:
+    """compare() of every pretrained row with its protocol's own reference (own_reference), in the order
+    rows first appear; a row with a pretraining budget carries it ("base", "budget")."""
+    refs = (TRAINABLE, FROZEN_REF, SCRATCH)
+    rows = [r for r in dict.fromkeys(x["row"] for x in results) if r not in refs]
+    budget = {x["row"]: (x.get("base"), x.get("budget")) for x in results if x.get("budget") is not None}
+    out = []
+    for row in rows:
+        for pname, proto in protocols.items():
+            c = compare(results, metric, row, own_reference(proto), pname)
+            if c is not None:
+                if row in budget:
+                    c.update(base=budget[row][0], budget=budget[row][1])
+                out.append(c)
+    return out
+
+
+def _bn_line(exp: dict) -> str:
+    """Which frozen encoders had their BatchNorm statistics calibrated (finetune.bn_calibrate)."""
+    mode = (exp["finetune"].get("finetune") or {}).get("bn_calibrate", "random")
+    what = {
+        "all": "random and pretrained alike",
+        "random": "the random one only (a pretrained encoder keeps its pretraining statistics)",
+        "none": "neither (each keeps the statistics it has)",
+    }[mode]
+    return (f"BatchNorm statistics of frozen encoders (finetune.bn_calibrate={mode}): calibrated on the "
+            f"training sequences for {what}.")  # fmt: skip
+
+
 def _num(x: float) -> str:
     return "-" if x != x else f"{x:+.1f}"
 
@@ -464,12 +534,8 @@ def _steps_line(results: list, protocols) -> str:
 
 def _write(out: Path, exp: dict, results: list, pre_stats: list, data) -> str:
     metric, protocols = exp["metric"], list(exp["protocols"])
-    labels = {r["row"] for r in results}
     explicit = comparisons(results, metric, protocols, check_comparisons(exp))
-    refs = [ref for ref in (TRAINABLE, FROZEN_REF) if ref in labels]
-    rows = [r for r in dict.fromkeys(x["row"] for x in results) if r not in (TRAINABLE, FROZEN_REF)]
-    ref_pairs = [(r, ref) for r in rows for ref in refs]
-    vs_random = comparisons(results, metric, protocols, ref_pairs)
+    vs_random = own_reference_comparisons(results, metric, exp["protocols"])
     d = exp["data"]
     given = Path(data) != out / "runs" / "data"
     where = f"the cache {data}" if given else f"{d['sequences']} synthetic sequences, data seed {d['seed']}"
@@ -483,17 +549,23 @@ def _write(out: Path, exp: dict, results: list, pre_stats: list, data) -> str:
         "",
         _steps_line(results, protocols),
         "",
+        _bn_line(exp),
+        "",
     ]  # fmt: skip
     parts = head + [summarize(results, metric, protocols), ""]
     if explicit:
         parts += ["Pre-registered comparisons (row minus reference, points):", "",
                   comparison_table(explicit, "comparison"), ""]  # fmt: skip
     if vs_random:
-        parts += ["Against random init under the same protocol (points):", "",
+        parts += ["Against random init under the same protocol (points): a frozen random encoder under "
+                  f"linear / frozen_fusion, trained from random init under finetune. \"{SCRATCH}\" (a "
+                  "random encoder fine-tuned with the frozen protocol's head and labels) is shown in the "
+                  "table above as its own row, not as a reference.", "",
                   comparison_table(vs_random, "comparison"), ""]  # fmt: skip
     parts += [summarize(results, "mAP@0.5", protocols), ""]
     if pre_stats:
-        shown = ("loss", "snippet_", "first_loss", "chance_loss", "motion_", "queue_own_", "squeue_own_")
+        shown = ("loss", "snippet_", "first_loss", "chance_loss", "motion_", "queue_own_", "squeue_own_",
+                 "probe_frame", "probe_avg")  # fmt: skip
         keys = [k for k in dict.fromkeys(k for s in pre_stats for k in s) if k.startswith(shown)]
         lines = ["| pretraining | seed | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
         for s in pre_stats:
@@ -508,6 +580,10 @@ def _write(out: Path, exp: dict, results: list, pre_stats: list, data) -> str:
         from skelcl.study.report import plot_experiment
 
         plot_experiment(out / "table.png", results, metric, protocols, explicit + vs_random)
+        if any(c.get("budget") is not None for c in vs_random):
+            from skelcl.study.report import plot_budget
+
+            plot_budget(out / "budget.png", vs_random, metric, protocols)
     (out / "results.json").write_text(json.dumps(
         {"results": results, "comparisons": explicit, "vs_random_init": vs_random, "pretrain": pre_stats},
         indent=2))  # fmt: skip

@@ -59,6 +59,8 @@ def loss_weights(pretrain_config: dict | None) -> dict:
     return w
 
 
+PROBE_KEYS = ("probe_frame_accuracy", "probe_avg_mAP")  # the online probe's scores (skelcl.train.probe)
+
 # Panels of curves.png, in order: (title, y label, runs: "pretrain" / "finetune" / None for both, test on
 # a history key). A key goes to the first panel whose test accepts it; keys no panel accepts go to "other".
 _PANELS = (
@@ -66,23 +68,29 @@ _PANELS = (
     ("localization loss (frame cross-entropy)", "loss", "finetune", lambda k: "loss" in k),
     ("pretraining learning rate", "learning rate", "pretrain", lambda k: k == "lr" or k.startswith("lr_")),
     ("fine-tuning learning rate", "learning rate", "finetune", lambda k: k == "lr" or k.startswith("lr_")),
+    ("online probe (frozen query encoder, frame kNN)", "fraction", "pretrain", lambda k: k in PROBE_KEYS),
     ("mAP (per-epoch evaluation)", "mAP (fraction)", None, lambda k: "mAP" in k),
     ("frame metrics (per-epoch evaluation)", "fraction", None, lambda k: "frame_" in k),
     ("snippet matching", "fraction of query snippets", None, lambda k: k.startswith("snippet_")),
 )
-_FRACTION_PANELS = ("mAP (per-epoch evaluation)", "frame metrics (per-epoch evaluation)", "snippet matching")
+_FRACTION_PANELS = (
+    "online probe (frozen query encoder, frame kNN)",
+    "mAP (per-epoch evaluation)",
+    "frame metrics (per-epoch evaluation)",
+    "snippet matching",
+)
 
 
 def curve_panels(pretrain_history, finetune_histories: dict) -> dict:
     """{panel title: [(run, key, epochs, values)]}: every numeric per-epoch key of the histories (except
-    epoch, steps, seconds and counts named num_*) sorted into the panels of curves.png; empty panels are
-    left out. run is "pretrain" or the name of a fine-tuning run."""
+    epoch, steps, seconds, probe_step and counts named num_*) sorted into the panels of curves.png; empty
+    panels are left out. run is "pretrain" or the name of a fine-tuning run."""
     runs = [("pretrain", pretrain_history or [])] + [(n, h or []) for n, h in finetune_histories.items()]
     panels: dict = {}
     for run, hist in runs:
         kind = "pretrain" if run == "pretrain" else "finetune"
         for key in dict.fromkeys(k for h in hist for k in h):
-            if key in ("epoch", "steps", "seconds") or "num_" in key:
+            if key in ("epoch", "steps", "seconds", "probe_step") or "num_" in key:
                 continue
             pts = [(h["epoch"], h[key]) for h in hist if "epoch" in h and _is_number(h.get(key))]
             if not pts:
@@ -264,6 +272,59 @@ def plot_experiment(path, results: list, metric: str, protocols, comparisons=())
         ]
     fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 2.6 / (3.6 * n_proto + 3.2), 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def budget_series(comparisons) -> dict:
+    """{protocol: {row: [(steps, mean, low, high, n)] sorted by steps}} from paired comparisons that carry a
+    pretraining budget ("base" row name and "budget" steps, skelcl.study.experiment): per protocol and row,
+    the mean difference pretrained minus the protocol's own random-init reference and its 95 % interval."""
+    out: dict = {}
+    for c in comparisons:
+        if c.get("budget") is None:
+            continue
+        pts = out.setdefault(c["protocol"], {}).setdefault(c["base"], [])
+        pts.append((int(c["budget"]), c["mean"], c["low"], c["high"], len(c["seeds"])))
+    for rows in out.values():
+        for pts in rows.values():
+            pts.sort()
+    return out
+
+
+def plot_budget(path, comparisons, metric: str, protocols) -> Path:
+    """budget.png: one panel per protocol; x = pretraining optimizer steps (log scale), y = pretrained minus
+    the protocol's own random-init reference (points of metric); per row the mean paired difference with its
+    95 % t-interval (whiskers; none with fewer than 2 pairs), a line at 0."""
+    plt = _plt()
+    series = budget_series(comparisons)
+    shown = [p for p in protocols if p in series] or list(series) or ["(no budgets)"]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown) + 0.6, 3.8), squeeze=False)
+    rows = list(dict.fromkeys(r for p in shown for r in series.get(p, {})))
+    for ax, proto in zip(axes[0], shown):
+        for row, pts in series.get(proto, {}).items():
+            k = rows.index(row)
+            x = np.array([p[0] for p in pts], dtype=float) * (1 + 0.03 * (k - (len(rows) - 1) / 2))
+            m = np.array([p[1] for p in pts])
+            lo, hi = np.array([p[2] for p in pts]), np.array([p[3] for p in pts])
+            ok = ~np.isnan(lo)
+            ax.plot(x, m, marker="o", color=f"C{k % 10}", label=row)
+            ax.errorbar(x[ok], m[ok], yerr=[m[ok] - lo[ok], hi[ok] - m[ok]], fmt="none", ecolor=f"C{k % 10}",
+                        capsize=3)  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        steps = sorted({p[0] for pts in series.get(proto, {}).values() for p in pts})
+        if steps:
+            ax.set_xticks(steps, [str(s) for s in steps])
+            ax.minorticks_off()
+        ax.set(title=proto, xlabel="pretraining steps", ylabel=f"pretrained − random init ({metric}, points)")
+        ax.grid(alpha=0.3)
+    if rows:
+        axes[0, 0].legend(fontsize=7)
+    fig.suptitle("pretrained minus the same protocol's random-init reference: mean paired difference, "
+                 "95 % t-interval", fontsize=9)  # fmt: skip
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
