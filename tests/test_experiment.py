@@ -321,3 +321,25 @@ def test_budget_figure_from_made_up_comparisons(tmp_path):
         assert n == 3
     path = plot_budget(tmp_path / "budget.png", comps, M, ["ft20"])
     assert path.stat().st_size > 5_000
+
+
+def test_budget_study_is_preregistered_on_a_fresh_data_seed(tmp_path, capsys):
+    """study_budget: a data seed never used before, the 600-step rows on 5 seeds, the SkeletonCLR rows also
+    at 150 and 1,500 steps on 3, each protocol with its own reference, BN calibrated alike, equal
+    fine-tuning steps; --plan counts its runs without running any."""
+    exp = config.resolve("study_budget")
+    assert exp["data"]["seed"] not in (0, 4242, 777)
+    assert {0, 4242, 777} <= set(exp["data"]["tuning_seeds"])
+    rows = {label: seeds for label, _, seeds, _ in check_rows(exp)}
+    for base in ("SkeletonCLR", "SkeletonCLR + snippet (aligned)", "RVTCLR", "RVTCLR + snippet (aligned)"):
+        assert len(rows[f"{base}, 600 steps"]) == 5
+    for base in ("SkeletonCLR", "SkeletonCLR + snippet (aligned)"):
+        assert len(rows[f"{base}, 150 steps"]) >= 3 and len(rows[f"{base}, 1500 steps"]) >= 3
+    kinds = {(p["protocol"], p["label_fraction"]) for p in exp["protocols"].values()}
+    assert {("frozen_fusion", 1.0), ("finetune", 0.05), ("finetune", 0.2)} <= kinds
+    assert exp["references"] and exp["finetune"]["finetune"]["bn_calibrate"] == "all"
+    assert exp["finetune"]["train"]["steps"] > 0
+    check_comparisons(exp)
+    runs = [j for j in plan(exp) if j["kind"]]
+    assert main(["experiment", "--config", "study_budget", "--out", str(tmp_path / "x"), "--plan"]) == 0
+    assert f"{len(runs)} runs" in capsys.readouterr().out and not (tmp_path / "x").exists()

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", default="experiment")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
+    p.add_argument("--plan", action="store_true", help="only count the runs of the plan (runs nothing)")
     p.set_defaults(func=cmd_experiment)
 
 
@@ -45,6 +46,15 @@ def cmd_demo(args) -> int:
 
 def cmd_experiment(args) -> int:
     from skelcl.study.experiment import run_experiment
+
+    if args.plan:
+        from skelcl.study.experiment import check_comparisons, plan_lines
+        from skelcl.train import config
+
+        exp = config.resolve(args.config, args.overrides)
+        check_comparisons(exp)
+        print("\n".join(plan_lines(exp)))
+        return 0
 
     table = run_experiment(args.out, data=args.data, config_name=args.config, overrides=args.overrides,
                            quiet=args.quiet, table_only=args.table_only)  # fmt: skip

@@ -348,6 +348,30 @@ def plan(exp: dict) -> list:
     return jobs
 
 
+def plan_lines(exp: dict) -> list:
+    """What `skelcl experiment --plan` prints: the runs of the plan by kind (pretrainings with their
+    optimizer steps, fine-tunings), without running anything."""
+    runs = [j for j in plan(exp) if j["kind"]]
+    pre = [j for j in runs if j["kind"].startswith("pretrain")]
+    default = int(exp["pretrain"]["train"].get("steps") or 0)
+    kinds: dict = {}
+    for j in pre:
+        steps = j["budget"] or default
+        key = (j["kind"], steps)
+        kinds[key] = kinds.get(key, 0) + 1
+    lines = [f"{len(runs)} runs: {len(pre)} pretrainings, {len(runs) - len(pre)} fine-tunings"]
+    for (kind, steps), n in kinds.items():
+        lines.append(f"  {n} x {kind}" + (f", {steps} steps" if steps else ", train.epochs epochs"))
+    if all(j["budget"] or default for j in pre):
+        lines.append(f"  pretraining steps in all: {sum(j['budget'] or default for j in pre)}")
+    ft: dict = {}
+    for j in runs:
+        if not j["kind"].startswith("pretrain"):
+            ft[j["kind"]] = ft.get(j["kind"], 0) + 1
+    lines += [f"  {n} x {k}" for k, n in ft.items()]
+    return lines
+
+
 def run_experiment(
     out, data=None, config_name="experiment", overrides=(), quiet=False, table_only=False
 ) -> str:
