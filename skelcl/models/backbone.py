@@ -85,20 +85,26 @@ class GCNLayer(nn.Module):
         temporal kernels (C, C, 9, 1) used transposed as (C, C, 1, 9)."""
         a = adjacency if self.offset is None else adjacency + self.offset
         h = graph_conv_ncvt(x, self.weight, a.to(x.dtype), self.bias)
-        h = F.relu(self.bn_s(h))
+        h = F.relu_(self.bn_s(h))  # in place: BatchNorm's backward does not read its output
         tc = self.tconv
         stride, pad = (1, tc.stride[0]), (0, tc.padding[0])
         h = self.bn_t(F.conv2d(h, tc.weight.transpose(2, 3), tc.bias, stride=stride, padding=pad))
         if isinstance(self.res, nn.Identity):
-            h = h + x
+            h = _add(h, x)
         elif self.res is not None:
             # the 1x1 conv as a matrix product on the (N, V, T, C) storage: oneDNN's 1x1 weight-gradient
             # kernel crashed (SIGSEGV) on channels-last input with one thread (torch 2.13, AVX-512)
             conv, bn = self.res
             xs = x.permute(0, 2, 3, 1)[:, :, :: tc.stride[0]]
             r = F.linear(xs, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
-            h = h + bn(r)
-        return F.relu(h)
+            h = _add(h, bn(r))
+        return F.relu_(h)
+
+
+def _add(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """h + r, in place into h (a BatchNorm output no backward reads) unless r's dtype would promote it
+    (float32 residual onto a bf16 h under CPU autocast)."""
+    return h.add_(r) if torch.promote_types(h.dtype, r.dtype) == h.dtype else h + r
 
 
 def joints_major(x: torch.Tensor) -> bool:
