@@ -215,6 +215,9 @@ def test_quick_suite_writes_valid_records(tmp_path, capsys):
         "infonce/info_nce",
         "pretrain_step/skeletonclr+snippet+prefetch",
         "finetune_step/finetune+prefetch",
+        "backbone_w1/cpu_fast_path_T16",
+        "snippet_share/snippet/snippet_share",
+        "demo_step/demo_step",
     ):
         assert name in names, name
         assert name in printed
@@ -231,3 +234,24 @@ def test_quick_suite_writes_valid_records(tmp_path, capsys):
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:
         assert res["git"]["revision"] == head.stdout.strip()
+
+
+def test_backbone_flops_match_torch_flop_counter(monkeypatch):
+    """The FLOP count of the backbone_w1 case against torch.utils.flop_counter on the frames-major path."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from skelcl.benchmark.cases import backbone_flops
+    from skelcl.models import Backbone
+
+    monkeypatch.setenv("SKELCL_GRAPH_CONV", "reference")
+    torch.manual_seed(0)
+    model = Backbone("stgcn", 0.25, (5, 8))
+    with FlopCounterMode(display=False) as fc:
+        out, _ = model(torch.randn(2, 32, 1, 25, 3))
+        fwd = fc.get_total_flops()
+        out.square().mean().backward()
+    want_fwd, want = backbone_flops(2, 32, 1, 0.25, (5, 8))
+    assert fwd == want_fwd
+    assert abs(fc.get_total_flops() / want - 1) < 1e-3
+    assert backbone_flops(2, 32, 1, 0.25, (2, 5, 8))[0] < want_fwd  # one more stride: fewer frames

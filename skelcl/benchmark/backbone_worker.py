@@ -5,7 +5,7 @@ in a worker: the parent writes "step" lines and the worker answers "ok" after on
 rounds interleaved across workers as for every other case. Started as
 
     python -m skelcl.benchmark.backbone_worker --path joints --malloc tuned --amp fp32 \
-        --batch 32 --frames 150 --bodies 1 --width 0.25 --threads 2 [--compile]
+        --batch 32 --frames 150 --bodies 1 --width 0.25 --threads 2 [--strides 2,5,8] [--compile]
 
 path: frames (the frames-major reference graph conv: the eager path before the CPU fast path) or joints
 (joints-major, graph_conv_ncvt); malloc: default (glibc as started) or tuned (keep_freed_memory); amp:
@@ -30,6 +30,7 @@ def parse(argv=None):
     p.add_argument("--bodies", type=int, required=True)
     p.add_argument("--width", type=float, required=True)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--strides", default="2,5,8", help="1-based layers with stride 2, comma-separated")
     return p.parse_args(argv)
 
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     x = torch.randn(a.batch, a.frames, a.bodies, 25, 3)
-    model = Backbone("stgcn", a.width, (2, 5, 8))
+    model = Backbone("stgcn", a.width, tuple(int(v) for v in a.strides.split(",")))
     if a.compile:
         model.compile()
 

@@ -30,8 +30,11 @@ CPU_CASES = (
     "augment",
     "evaluate",
     "backbone",
+    "backbone_w1",
     "infonce",
     "pretrain_step",
+    "snippet_share",
+    "demo_step",
     "finetune_step",
 )
 GPU_CASES = ("backbone", "pretrain_step")
@@ -504,6 +507,96 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
     )
 
 
+def backbone_flops(batch, frames, bodies, width, strides, joints=25, partitions=3, kernel=9):
+    """(forward, forward + backward) FLOP of the ST-GCN backbone (2 per multiply-add), counted per layer
+    from the matrix products: graph conv joint mix 2 K V^2 T C_in and channel mix 2 K V T C_in C_out per
+    sample, temporal conv 2 V T' 9 C_out^2, residual 1x1 conv 2 V T' C_in C_out (BatchNorm, ReLU and
+    additions not counted). Backward: every product twice (input and weight gradient), except the joint
+    mix (a fixed adjacency: input gradient only). Agrees with torch.utils.flop_counter on the frames-major
+    path to 0.1 % (tests/test_bench.py)."""
+    from skelcl.models.backbone import layer_channels, layer_lengths
+
+    n, v, k = batch * bodies, joints, partitions
+    fwd = bwd = 0
+    c_in, t_in = 3, frames
+    for i, (c, t) in enumerate(zip(layer_channels(width), layer_lengths(frames, strides))):
+        joint = 2 * n * k * v * v * t_in * c_in
+        channel = 2 * n * k * v * t_in * c_in * c
+        temporal = 2 * n * v * t * kernel * c * c
+        residual = 2 * n * v * t * c_in * c if i > 0 and (c_in != c or t != t_in) else 0
+        fwd += joint + channel + temporal + residual
+        bwd += joint + 2 * (channel + temporal + residual)
+        c_in, t_in = c, t
+    return fwd, fwd + bwd
+
+
+# The float32 peak of one core: 2 FMA pipes x 8 lanes (AVX2; 16 with AVX-512) x 2 FLOP per cycle.
+def cpu_peak_gflops(cores=None, ghz=None):
+    """An estimate of the machine's float32 peak (GFLOP/s): cores x FLOP per cycle x clock, with AVX-512 if
+    torch reports it and the clock from /proc/cpuinfo (BogoMIPS / 2 on a VM when no MHz is given)."""
+    import torch
+
+    cores = cores or os.cpu_count()
+    if ghz is None:
+        ghz = 0.0
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                key, _, val = line.partition(":")
+                if key.strip() == "cpu MHz":
+                    ghz = max(ghz, float(val) / 1e3)
+                elif key.strip() == "bogomips" and not ghz:
+                    ghz = float(val) / 2e3
+        except (OSError, ValueError):
+            ghz = 0.0
+    lanes = 16 if "AVX512" in torch.backends.cpu.get_cpu_capability() else 8
+    return cores * 2 * lanes * 2 * ghz
+
+
+def case_backbone_w1(quick, device, workdir):
+    """Backbone forward + backward at full width on a CPU: ST-GCN width 1.0, batch 16, one body, strides at
+    layers 5 and 8, T 64 and T 150 (issue 23's sizes), float32. Each variant in its own worker process:
+    eager_T* the old frames-major path (reference graph conv, glibc's default allocator), cpu_fast_path_T*
+    what training runs (joints-major, allocator setting). params give the FLOP of one step
+    (backbone_flops) and the machine's estimated float32 peak: GFLOP/s = items/s / batch x GFLOP."""
+    import torch
+
+    B, M, width, strides = (2, 1, 0.125, "5,8") if quick else (16, 1, 1.0, "5,8")
+    lengths = (16,) if quick else (64, 150)
+    params = dict(batch=B, bodies=M, width=width, strides=strides, device="cpu")
+    params.update(threads=torch.get_num_threads(), peak_gflops_fp32=round(cpu_peak_gflops(), 1))
+    workers, plain = {}, {}
+    for T in lengths:
+        params[f"gflop_fwd_bwd_T{T}"] = round(backbone_flops(B, T, M, width, (5, 8))[1] / 1e9, 2)
+        size = ["--batch", str(B), "--frames", str(T), "--bodies", str(M), "--width", str(width),
+                "--threads", str(torch.get_num_threads()), "--strides", strides]  # fmt: skip
+        for label, path, malloc in (("eager", "frames", "default"), ("cpu_fast_path", "joints", "tuned")):
+            args = ["--path", path, "--malloc", malloc, "--amp", "fp32", *size]
+            workers[f"{label}_T{T}"] = BackboneWorker(args)
+        plain[f"cpu_fast_path_T{T}"] = f"eager_T{T}"
+    try:
+        for w in workers.values():
+            w.ready()
+    except Exception:
+        for w in workers.values():
+            w.proc.kill()
+        raise
+
+    def close():
+        for w in workers.values():
+            w.close()
+
+    return Case(
+        "backbone_w1",
+        "sequences/s",
+        dict(workers),
+        plain=plain,
+        items={k: B for k in workers},
+        params=params,
+        rounds=3 if quick else 7,
+        close=close,
+    )
+
+
 def case_infonce(quick, device, workdir):
     """InfoNCE forward + backward with a queue: a dense eager loss (the whole M x (N + Q) logit matrix)
     against skelcl.kernels.info_nce (the chunked reference on a CPU, the Triton kernel on a GPU)."""
@@ -557,7 +650,7 @@ class PretrainVariant:
     and the data phase is the time spent waiting for it. `moco` overrides the MoCo arguments (default:
     SkeletonCLR with the aligned snippet loss, as in the demo); the recipe is the method's."""
 
-    def __init__(self, store, s, device, prefetch=False, recipe=None, **moco):
+    def __init__(self, store, s, device, prefetch=False, recipe=None, env=None, time_snippet=False, **moco):
         import torch
 
         from skelcl import augment
@@ -594,8 +687,86 @@ class PretrainVariant:
         self.it = iter(self.feed)
         self.sync = _sync(device) or (lambda: None)
         self.amp = self.device.type == "cuda"
+        self.env = dict(env or {})
+        self.snip = None
+        if time_snippet and self.model.snippet:
+            self.snip = {}
+            self._time_snippet()
+
+    def _time_snippet(self):
+        """Time the snippet loss inside the step: its forward (heads, matching, InfoNCE), the backward of its
+        InfoNCE (from the gradient reaching the loss to the gradient reaching the query snippets: the engine
+        runs these nodes first, they were created last) and the snippet queue's update."""
+        from skelcl.models import moco as moco_mod
+
+        model, snip = self.model, self.snip
+        inner, nce, enqueue = model._snippet_loss, moco_mod.snippet_info_nce, model.squeue.enqueue
+
+        def mark(key):
+            def hook(g):
+                snip[key] = time.perf_counter()
+
+            return hook
+
+        def timed_nce(zq, *a, **kw):
+            if zq.requires_grad:
+                zq.register_hook(mark("bwd_end"))
+            t0 = time.perf_counter()
+            out = nce(zq, *a, **kw)
+            snip["infonce"] = time.perf_counter() - t0
+            return out
+
+        def timed_loss(*a, **kw):
+            t0 = time.perf_counter()
+            moco_mod.snippet_info_nce = timed_nce
+            try:
+                loss = inner(*a, **kw)
+            finally:
+                moco_mod.snippet_info_nce = nce
+            snip["forward"] = time.perf_counter() - t0
+            if loss.requires_grad:
+                loss.register_hook(mark("bwd_start"))
+            return loss
+
+        def timed_enqueue(*a, **kw):
+            t0 = time.perf_counter()
+            enqueue(*a, **kw)
+            snip["queue"] = time.perf_counter() - t0
+
+        model._snippet_loss = timed_loss
+        model.squeue.enqueue = timed_enqueue
+
+    def fill_queues(self, videos: int, seed: int = 0):
+        """Fill both queues with unit rows from `videos` video ids (each id on consecutive rows, the global
+        queue one row and the snippet queue S rows per video and pass), as after their first pass."""
+        import torch
+        import torch.nn.functional as F
+
+        g = torch.Generator().manual_seed(seed)
+        S = self.model.num_snippets
+        for rq, per in ((self.model.queue, 1), (self.model.squeue, S)):
+            if rq.size == 0:
+                continue
+            rows = torch.arange(rq.size)
+            rq.data.copy_(F.normalize(torch.randn(rq.data.shape, generator=g), dim=1).to(rq.data.dtype))
+            rq.group.copy_((rows // per) % videos)
+            rq.time.copy_(rows % per if per > 1 else torch.full_like(rows, -1))
+            rq.filled.fill_(rq.size)
+            rq.ptr.zero_()
 
     def __call__(self):
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            return self._step()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def _step(self):
         import torch
 
         from skelcl.train.data import to_device
@@ -621,6 +792,13 @@ class PretrainVariant:
         self.sync()
         t4 = time.perf_counter()
         out = {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3}
+        if self.snip is not None:
+            sn = self.snip
+            out["snippet_forward"] = sn.get("forward", 0.0)
+            out["snippet_infonce_forward"] = sn.get("infonce", 0.0)
+            out["snippet_infonce_backward"] = max(0.0, sn.get("bwd_end", 0.0) - sn.get("bwd_start", 0.0))
+            out["snippet_queue"] = sn.get("queue", 0.0)
+            sn.clear()
         if self.amp:
             out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         return out
@@ -631,7 +809,7 @@ def _steps(step, k):
 
     def run():
         times = [step() for _ in range(k)]
-        out = {p: sum(t[p] for t in times) / k for p in PHASES}
+        out = {p: sum(t[p] for t in times) / k for p in times[0] if not p.endswith("_gib")}
         if "peak_gib" in times[0]:
             out["peak_gib"] = max(t["peak_gib"] for t in times)
         return out
@@ -676,6 +854,79 @@ def case_pretrain_step(quick, device, workdir):
         items={k: s["batch"] * s["steps"] for k in variants},
         sync=_sync(device),
         params={**s, "device": str(device), "match": "aligned"},
+        rounds=2 if quick else 5,
+    )
+
+
+def _filled_store(workdir, sequences, bodies):
+    from skelcl.data import open_cache
+    from skelcl.train.data import SequenceStore
+
+    store = SequenceStore(open_cache(_cache(workdir, sequences)), bodies)
+    for i in range(len(store)):
+        store.get(i)  # normalized once, as after the first epoch of training
+    return store
+
+
+def case_snippet_share(quick, device, workdir):
+    """The snippet loss's share of a CPU pretraining step at issue 23's sizes: SkeletonCLR + aligned snippet
+    loss, width 0.25, batch 32, one body, 150-frame views, 19 snippets, queues 32,768 / 65,536 (filled),
+    float32, no prefetch. snippet: info_nce's CPU fast path (info_nce_cpu); snippet_reference: the chunked
+    reference (SKELCL_INFONCE=reference, the path before it); no_snippet: the step without the snippet
+    loss. The snippet variants report the snippet loss's parts per step (phases snippet_forward: heads,
+    matching and InfoNCE forward; snippet_infonce_forward / _backward; snippet_queue: the queue update)
+    and snippet_share, their sum over the step's compute (forward + backward + optimizer)."""
+    s = dict(width=0.25, batch=32, bodies=1, queue=32768, squeue=65536, sequences=96, steps=2)
+    if quick:
+        s = dict(width=0.125, batch=2, bodies=1, queue=64, squeue=256, sequences=16, steps=1)
+    store = _filled_store(workdir, s["sequences"], s["bodies"])
+    variants = {}
+    for label, snippet, env in (
+        ("no_snippet", False, {}),
+        ("snippet_reference", True, {"SKELCL_INFONCE": "reference"}),
+        ("snippet", True, {"SKELCL_INFONCE": "auto"}),
+    ):
+        step = PretrainVariant(store, s, device, False, env=env, time_snippet=snippet, snippet=snippet,
+                               exclude_same_video=True)  # fmt: skip
+        step.fill_queues(len(store))
+        variants[label] = _steps(step, s["steps"])
+    for run in variants.values():
+        run()
+    return Case(
+        "snippet_share",
+        "sequences/s",
+        variants,
+        plain={"snippet": "snippet_reference"},
+        items={k: s["batch"] * s["steps"] for k in variants},
+        params={**s, "device": "cpu", "method": "skeletonclr", "match": "aligned", "snippets": 19},
+        rounds=2 if quick else 5,
+    )
+
+
+def case_demo_step(quick, device, workdir):
+    """The demo's pretraining step (skelcl/configs/demo.yaml): RVTCLR + aligned snippet loss, ST-GCN width
+    0.25, strides 2/5/8, batch 32, one body, 150-frame views, momentum 0.99, queues of one epoch of the
+    demo's ~240 training sequences (240 / 4,560 rows, filled), own-video rows left out, prefetch, float32.
+    demo_step: today's code; demo_step_reference: the same with SKELCL_INFONCE=reference (the chunked
+    InfoNCE the demo ran before info_nce_cpu)."""
+    s = dict(width=0.25, batch=32, bodies=1, queue=240, squeue=240 * 19, sequences=96, steps=2)
+    if quick:
+        s = dict(width=0.125, batch=2, bodies=1, queue=16, squeue=64, sequences=16, steps=1)
+    store = _filled_store(workdir, s["sequences"], s["bodies"])
+    variants = {}
+    for label, env in (("demo_step_reference", {"SKELCL_INFONCE": "reference"}), ("demo_step", {})):
+        step = PretrainVariant(store, s, device, True, env=env, method="rvtclr", exclude_same_video=True)
+        step.fill_queues(s["queue"])
+        variants[label] = _steps(step, s["steps"])
+    for run in variants.values():
+        run()
+    return Case(
+        "demo_step",
+        "sequences/s",
+        variants,
+        plain={"demo_step": "demo_step_reference"},
+        items={k: s["batch"] * s["steps"] for k in variants},
+        params={**s, "device": "cpu", "method": "rvtclr", "match": "aligned", "prefetch": True},
         rounds=2 if quick else 5,
     )
 

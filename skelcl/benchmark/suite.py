@@ -99,7 +99,9 @@ def summarize(info: dict) -> list[dict]:
     """Records (skelcl.benchmark.record schema) of one case from its extra_info["skelcl"]: one per variant,
     and for variants that report phases one per phase (milliseconds per step, "<case>/<variant>/<phase>";
     GiB for a "..._gib" peak memory) plus the share of the step spent on data
-    ("<case>/<variant>/data_share", percent)."""
+    ("<case>/<variant>/data_share", percent) and, for steps that time their snippet loss, its share of the
+    step's compute ("<case>/<variant>/snippet_share", percent: the snippet_* phases over forward + backward
+    + optimizer)."""
     case, unit, suite = info["case"], info["unit"], info["suite"]
     secs = {k: np.asarray(v, dtype=float) for k, v in info["seconds"].items()}
     rate = unit.endswith("/s")
@@ -133,6 +135,23 @@ def summarize(info: dict) -> list[dict]:
                         float(np.median(ms)),
                         spread=_iqr(ms),
                         rounds=len(ms),
+                        suite=suite,
+                        params=params,
+                    )
+                )
+            if "snippet_forward" in keys:
+                snip = ("snippet_forward", "snippet_infonce_backward", "snippet_queue")
+                part = np.array([sum(p[k] for k in snip) for p in steps])
+                compute = np.array([p["forward"] + p["backward"] + p["optimizer"] for p in steps])
+                share = part / compute * 100
+                out.append(
+                    make_record(
+                        f"{case}/{label}/snippet_share",
+                        "%",
+                        float(np.median(share)),
+                        spread=_iqr(share),
+                        higher_is_better=False,
+                        rounds=len(share),
                         suite=suite,
                         params=params,
                     )
