@@ -599,11 +599,12 @@ def case_backbone_w1(quick, device, workdir):
 
 def case_infonce(quick, device, workdir):
     """InfoNCE forward + backward with a queue: a dense eager loss (the whole M x (N + Q) logit matrix)
-    against skelcl.kernels.info_nce (the chunked reference on a CPU, the Triton kernel on a GPU)."""
+    against skelcl.kernels.info_nce (info_nce_cpu on a CPU, the Triton kernel on a GPU) and, on a CPU,
+    the chunked info_nce_reference (the CPU path before info_nce_cpu)."""
     import torch
     import torch.nn.functional as F
 
-    from skelcl.kernels import info_nce
+    from skelcl.kernels import info_nce, info_nce_reference
 
     m, nq, d = (128, 1024, 128) if quick else (1024, 16384, 128)
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -619,11 +620,18 @@ def case_infonce(quick, device, workdir):
     def kernel():
         info_nce(q, k, queue, temperature=tau).backward()
 
+    variants = {"dense_eager": dense, "info_nce": kernel}
+    if not str(device).startswith("cuda"):  # the chunked CPU path before info_nce_cpu
+
+        def chunked():
+            info_nce_reference(q, k, queue, temperature=tau).backward()
+
+        variants["info_nce_reference"] = chunked
     return Case(
         "infonce",
         "ms",
-        {"dense_eager": dense, "info_nce": kernel},
-        plain={"info_nce": "dense_eager"},
+        variants,
+        plain={v: "dense_eager" for v in variants if v != "dense_eager"},
         sync=_sync(device),
         params={"queries": m, "keys": m, "queue": nq, "dim": d},
         rounds=3 if quick else 7,
