@@ -119,8 +119,8 @@ class _GraphConvNVTC(torch.autograd.Function):
                 gxa = torch.mm(g2, weight[i]).view(n, v, t * c)
                 if need_x and i == 0:
                     torch.matmul(adjacency[i], gxa, out=gx)
-                elif need_x:
-                    gx.add_(torch.matmul(adjacency[i], gxa))
+                elif need_x:  # accumulated by the product itself (beta = 1), no separate addition
+                    gx.baddbmm_(adjacency[i].expand(n, v, v), gxa)
                 if need_a:
                     ga.append(torch.matmul(x3, gxa.transpose(1, 2)).sum(0))
             gx = gx.view(n, v, t, c) if need_x else None
