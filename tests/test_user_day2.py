@@ -185,3 +185,30 @@ def test_pretrained_encoder_settings_are_what_runs(tiny, pre_run, ft_run, tmp_pa
     # the same value as the encoder's is fine; config show tells what would run
     assert main(["config", "show", "finetune", f"finetune.pretrained={pre_run}"]) == 0
     assert "model.width = 0.125" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. A batch larger than the training set, more bodies than the cache holds: warned with the numbers.
+
+
+def test_batch_and_bodies_the_data_cannot_honour(tiny, pre_run, tmp_path, capsys):
+    from skelcl.data import open_cache
+    from skelcl.train.pretrain import open_split
+
+    have = open_cache(tiny).max_bodies
+    n = len(open_split({"path": str(tiny), "split": "xsub", "part": "train"}))
+    out = tmp_path / "pre"
+    small = [a for a in PRE if not a.startswith(("data.bodies", "train.batch_size"))]
+    argv = ["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *small, "train.epochs=1",
+            f"train.batch_size={n + 5}", f"data.bodies={have + 3}"]  # fmt: skip
+    assert main(argv) == 0
+    log = (out / "log.txt").read_text()
+    printed = capsys.readouterr().out
+    for text in (f"train.batch_size={n + 5} is larger than the {n} training sequences",
+                 f"data.bodies={have + 3}, but {tiny} holds at most {have}"):  # fmt: skip
+        assert text in log and text in printed, text
+    out = tmp_path / "ft"
+    argv = ["finetune", "--data", str(tiny), "--out", str(out), "--quiet", "--pretrained", str(pre_run), *FT,
+            "train.epochs=1", "train.batch_size=500", "finetune.val_fraction=0"]  # fmt: skip
+    assert main(argv) == 0
+    assert "train.batch_size=500 is larger than the" in (out / "log.txt").read_text()
