@@ -151,6 +151,26 @@ def test_auto_queue_sizes_override_an_integer_preset(tiny, tmp_path, capsys):
     _err(capsys, ["config", "show", "pretrain_cpu", "pretrain.queue_size=big"], "pretrain.queue_size")
 
 
+def test_reflect_recipe_reports_reversed_frames(tiny, tmp_path, capsys):
+    """A recipe asking for reflect padding: the history's reversed_frames is the share of frames mirrored
+    in time (> 0 here: every tiny sequence is shorter than the 300-frame window)."""
+    import yaml
+
+    from skelcl.augment.recipe import BUILTIN_PATH
+
+    raw = yaml.safe_load(BUILTIN_PATH.read_text())["skeletonclr"]
+    for view in raw["views"]:
+        view["ops"]["crop"]["pad"] = "reflect"
+    path = tmp_path / "reflect.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *PRE, "train.epochs=1",
+            f"pretrain.recipe={path}"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    (h,) = json.loads((out / "metrics.json").read_text())["history"]
+    assert 0.05 < h["reversed_frames"] < 0.95
+
+
 def test_cuda_without_cuda_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for cmd in ("pretrain", "finetune"):
@@ -274,6 +294,7 @@ def test_kept_checkpoints_history_and_export(pre_run, tmp_path, capsys):
         checkpoint.load_checkpoint(pre_run, "best")  # pretraining has no validation
     hist = json.loads((pre_run / "metrics.json").read_text())["history"]
     assert all("lr" in h and "snippet_match_acc" in h and "loss" in h for h in hist)
+    assert all(h["reversed_frames"] == 0 for h in hist)  # default recipes never play time backwards
 
     enc = tmp_path / "encoder.pt"
     assert main(["export", str(pre_run), "--out", str(enc)]) == 0
