@@ -212,3 +212,62 @@ def test_batch_and_bodies_the_data_cannot_honour(tiny, pre_run, tmp_path, capsys
             "train.epochs=1", "train.batch_size=500", "finetune.val_fraction=0"]  # fmt: skip
     assert main(argv) == 0
     assert "train.batch_size=500 is larger than the" in (out / "log.txt").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. One process per run folder: RUN/.lock.
+
+HOLD = """
+import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def _holder(folder):
+    """A process that holds folder/.lock as a running skelcl run does, until killed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_process_on_the_same_folder_is_refused(tiny, pre_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from skelcl.errors import SkelclError
+    from skelcl.train import checkpoint
+    from skelcl.train import run as run_mod
+
+    run = tmp_path / "run"
+    shutil.copytree(pre_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    proc = _holder(run)
+    try:
+        new = ["pretrain", "--data", str(tiny), "--out", str(run), "--overwrite", *PRE, "train.epochs=1"]
+        for argv in (["pretrain", "--resume", str(run), "train.epochs=2"], new):
+            _err(capsys, argv, "in use by another skelcl run", f"pid {proc.pid}")
+        with pytest.raises(SkelclError, match=f"pid {proc.pid}"):  # two starts that both passed check_out
+            run_mod.lock_run(run)
+        after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+        assert after == {k: v for k, v in before.items() if k != ".lock"}  # nothing touched
+        # torchrun ranks other than 0 neither take nor check the lock
+        monkeypatch.setenv("RANK", "1")
+        run_mod.check_unlocked(run)
+        run_mod.lock_run(run)
+        monkeypatch.delenv("RANK")
+    finally:
+        proc.kill()  # SIGKILL: the kernel drops its lock; the stale .lock file stays
+        proc.wait()
+    assert (run / ".lock").is_file()
+    assert main(["pretrain", "--resume", str(run), "--quiet", "train.epochs=2"]) == 0
+    assert checkpoint.load_checkpoint(run)["epoch"] == 2
+    # the same process may run in the folder again (a run of it that ended without closing is taken over)
+    run_mod.lock_run(run)
+    run_mod.lock_run(run)
+    run_mod.unlock_run(run)

@@ -12,6 +12,9 @@
 A folder is checked before anything is written (check_out): a new or empty folder, or one that holds no
 checkpoint (a run that failed or was stopped before its first checkpoint), is used as it is; a folder with
 a checkpoint is refused unless --overwrite (its run files are then removed first) or --resume.
+A run holds RUN/.lock (lock_run: an exclusive fcntl.flock, taken by rank 0 only, before any run file is
+touched, until the run closes): a second process given the same folder is refused with the holder's pid.
+The kernel drops the lock when its process ends, so a killed run never blocks its own resume.
 Progress bars show only on a terminal and without --quiet; the per-epoch lines are always printed.
 Only rank 0 writes; other ranks get a RunDir whose methods do nothing.
 """
@@ -36,6 +39,11 @@ from skelcl.progress import show_bars  # the rule for bars, shared with bench, s
 from skelcl.train import config as config_mod
 from skelcl.train.distributed import is_main
 
+try:
+    import fcntl
+except ImportError:  # not on POSIX: run folders are not locked
+    fcntl = None
+
 # Files and folders a run writes (removed from a reused or overwritten folder; nothing else is touched).
 RUN_ENTRIES = ("config.yaml", "log.txt", "metrics.json", "tb", "last.pt", "best.pt")
 
@@ -50,16 +58,77 @@ def checkpoints_in(path) -> list[Path]:
     return sorted([*(p / n for n in ("last.pt", "best.pt") if (p / n).is_file()), *p.glob("epoch_*.pt")])
 
 
+LOCK_FILE = ".lock"
+_LOCKS: dict[str, int] = {}  # run folders this process holds the lock of: resolved path -> open descriptor
+
+
+def _locks_here() -> bool:
+    """Only rank 0 (by torchrun's RANK and by the process group) takes or probes run-folder locks."""
+    return int(os.environ.get("RANK", "0") or 0) == 0 and is_main()
+
+
+def _in_use(p: Path, fd: int) -> SkelclError:
+    try:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    except OSError:
+        pid = ""
+    who = f"pid {pid}" if pid.isdigit() else "another process"
+    return SkelclError(f"{p} is in use by another skelcl run ({who} holds {p / LOCK_FILE}); wait for it to "
+                       "end, or give another --out")  # fmt: skip
+
+
+def check_unlocked(path) -> None:
+    """SkelclError when another process holds the lock of run folder `path`; writes nothing."""
+    f = Path(path) / LOCK_FILE
+    if fcntl is None or not _locks_here() or not f.is_file() or str(f.resolve()) in _LOCKS:
+        return
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(Path(path), fd) from None
+    finally:
+        os.close(fd)
+
+
+def lock_run(path) -> None:
+    """Take the lock of run folder `path` (RUN/.lock, which gets this process's pid) until unlock_run or
+    the end of the process; SkelclError naming the holder when another process has it. A lock this process
+    already holds (a run of it that ended without closing) is taken over. No-op on ranks other than 0."""
+    if fcntl is None or not _locks_here():
+        return
+    f = Path(path) / LOCK_FILE
+    unlock_run(path)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        err = _in_use(Path(path), fd)
+        os.close(fd)
+        raise err from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _LOCKS[str(f.resolve())] = fd
+
+
+def unlock_run(path) -> None:
+    """Release the lock of run folder `path` if this process holds it (the file stays)."""
+    fd = _LOCKS.pop(str((Path(path) / LOCK_FILE).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def check_out(path, resume: bool = False, overwrite: bool = False) -> None:
     """Raise SkelclError unless `path` can take this run; writes nothing.
 
     New run: path must not be a file; a folder with a checkpoint needs overwrite. Resume: path must hold
-    config.yaml and last.pt."""
+    config.yaml and last.pt. Either: no other process may hold the folder's lock (check_unlocked)."""
     p = Path(path)
     if resume and overwrite:
         raise SkelclError("--resume continues a run and --overwrite replaces it: give one of them")
     if p.exists() and not p.is_dir():
         raise SkelclError(f"{p} is a file, not a run folder")
+    check_unlocked(p)
     if resume:
         if not (p / "config.yaml").is_file():
             raise SkelclError(f"--resume {p}: no config.yaml there (not a run folder)")
@@ -215,6 +284,7 @@ class RunDir:
         if self.main:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
+                lock_run(self.path)  # before any run file is touched
                 remove_partial_writes(self.path)
                 if not resume:
                     clear_run(self.path)
@@ -342,6 +412,8 @@ class RunDir:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self.main:
+            unlock_run(self.path)
         if ACTIVE is self:
             ACTIVE = None
 
