@@ -448,6 +448,7 @@ def test_recipe_errors_name_the_field(tmp_path):
         "even blur": ({"blur": {"size": 4}}, "odd number"),
         "probability": ({"flip": {"p": 2}}, r"flip.p: expected a number in \[0.0, 1.0\]"),
         "pad mode": ({"crop": {"pad": "wrap"}}, r"crop.pad: expected one of edge, reflect, got 'wrap'"),
+        "align": ({"tempo": {"align": "nope"}}, r"tempo.align: no earlier view named 'nope'"),
     }
     for ops, pattern in bad.values():
         with pytest.raises(SkelclError, match=pattern):

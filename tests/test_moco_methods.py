@@ -41,9 +41,20 @@ def _infonce_loop(q, keys, queue, tau):
     return float(np.mean(out))
 
 
+def _velocity64(f):
+    """(B, C, T, V) -> (B, C) float64: mean over t < T - 1 and v of |f[:, :, t + 1, v] - f[:, :, t, v]|."""
+    f = f.double()
+    B, C, T, V = f.shape
+    out = torch.zeros(B, C, dtype=torch.float64)
+    for t in range(T - 1):
+        out += (f[:, :, t + 1] - f[:, :, t]).abs().sum(dim=2)
+    return out / ((T - 1) * V)
+
+
 def test_rvtclr_terms_match_float64_loops():
-    """L_A1 (same-tempo key), L_A2 (other-tempo key), L_M = mean max(0, margin - (<m, mk> - <m, mk'>)), over
-    two steps (the second with a queue)."""
+    """L_A1 (same-tempo key), L_A2 (other-tempo key), L_M = mean max(0, margin - (<m, mk> - <m, mk'>)) with
+    m, mk, mk' the motion head on the feature velocity of the query and of the momentum encoder's two keys
+    (one head call, shared BatchNorm statistics), over two steps (the second with a queue)."""
     m = _moco("rvtclr", temperature=0.2, motion_margin=0.5)
     for step in range(2):
         views = [_x(seed=10 * step + v) for v in range(3)]
@@ -54,8 +65,8 @@ def test_rvtclr_terms_match_float64_loops():
             fq, f1, f2 = m.encoder_q(views[0])[0], m.encoder_k(views[1])[0], m.encoder_k(views[2])[0]
             q = F.normalize(m.head_q(fq), dim=1).double()
             k1, k2 = (F.normalize(m.head_k(f), dim=1).double() for f in (f1, f2))
-            mq = F.normalize(m.motion_q(fq), dim=1).double()
-            m1, m2 = (F.normalize(m.motion_k(f), dim=1).double() for f in (f1, f2))
+            pooled = torch.cat([_velocity64(f) for f in (fq, f1, f2)]).float()
+            mq, m1, m2 = F.normalize(m.motion_q(pooled), dim=1).double().split(3)
         a1 = _infonce_loop(q, k1, queue, 0.2)
         a2 = _infonce_loop(q, k2, queue, 0.2)
         lm = float(np.mean([max(0.0, 0.5 - (float(mq[i] @ m1[i]) - float(mq[i] @ m2[i]))) for i in range(3)]))
@@ -64,9 +75,64 @@ def test_rvtclr_terms_match_float64_loops():
         assert stats["loss_motion"] == pytest.approx(lm, abs=2e-5)
         assert stats["loss"] == pytest.approx(a1 + a2 + lm, abs=5e-5)
         loss.backward()
-        assert m.motion_q.net[0].weight.grad is not None  # the motion head learns from L_M
+        assert m.motion_q.net[1].weight.grad is not None  # the motion head learns from L_M
         m.flush_queues()
     assert int(m.queue.filled) == 6  # the same-tempo keys of both steps
+
+
+class _Coords(torch.nn.Module):
+    """A stand-in encoder: feature channel c at frame t is coordinate c of the first joints, (B, C, T, 1)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x, taps=()):
+        B, T = x.shape[:2]
+        return x[:, :, 0].reshape(B, T, -1)[:, :, : self.channels].transpose(1, 2)[..., None], {}
+
+
+def _tempo_views(B, T, gen):
+    """Query, same-tempo key, other-tempo key of B samples: channel c of sample b reads a_bc s(o + speed t),
+    s = the triangle wave 0 1 2 3 3 2 1 0 (period 8), a_bc in {1, 2, 3, 4}, own offset o per view. Over 16
+    frames the 1x and 2x views hold the same values (each of 0..3 equally often) in another order, so their
+    means over time agree exactly; the 2x view changes twice as fast."""
+    tri = torch.tensor([0.0, 1, 2, 3, 3, 2, 1, 0])
+    amp = torch.randint(1, 5, (B, 1, 1, 25, 3), generator=gen).float()
+    fast = torch.rand(B, generator=gen) < 0.5
+
+    def view(speed):
+        o = torch.randint(0, 8, (B, 1), generator=gen)
+        idx = (o + speed[:, None] * torch.arange(T)[None, :]) % 8
+        return amp * tri[idx][:, :, None, None, None]
+
+    s_q = torch.where(fast, 2, 1)
+    return [view(s_q), view(s_q), view(3 - s_q)]
+
+
+def test_rvtclr_motion_head_sees_tempo_when_mean_features_agree():
+    """The tempo pair must be identifiable from what the motion head reads. Here the 1x and 2x views have
+    identical mean features (see _tempo_views), so a head on the mean-pooled feature scores the same-tempo
+    and the other-tempo key alike (ranking at chance); the head on the feature velocity learns the ranking."""
+    m = _moco("rvtclr", dim=16, queue_size=64)
+    c = m.encoder_q.out_channels
+    m.encoder_q, m.encoder_k = _Coords(c), _Coords(c)
+    gen = torch.Generator().manual_seed(0)
+    views = _tempo_views(32, 16, gen)
+    with torch.no_grad():
+        means = [m.encoder_q(v)[0].mean(dim=(2, 3)) for v in views]
+    assert torch.equal(means[1], means[2])  # the keys' mean features agree exactly
+    _, stats = m(views)
+    assert stats["loss_motion"] != pytest.approx(1.0, abs=1e-6)  # same == other would give the margin
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    for _ in range(30):
+        loss, _ = m(_tempo_views(32, 16, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        m.flush_queues()
+    accs = [m(_tempo_views(32, 16, gen))[1]["motion_order_acc"] for _ in range(4)]  # fresh samples
+    assert min(accs) >= 0.9, accs
 
 
 def test_snippet_nn_mining_positives_match_float64_loop():
@@ -127,10 +193,23 @@ def test_views_come_at_the_right_tempo():
         assert set(np.unique(sp[0])) == {1, 2}, name  # both tempos occur as query
         for a, b in same:
             assert np.array_equal(sp[a], sp[b]), name
-            assert not np.array_equal(p.views[a].tempo_offset, p.views[b].tempo_offset)  # own offsets
+            offsets_equal = np.array_equal(p.views[a].tempo_offset, p.views[b].tempo_offset)
+            assert offsets_equal == (name == "rvtclr"), name  # own offsets, or rvtclr's key aligned
         for a, b in other:
             assert np.all(sp[a] != sp[b]), name
     assert [v.name for v in augment.load_recipe("rvtclr").views] == ["query", "key", "key_other"]
+
+
+def test_rvtclr_keys_show_the_query_moment():
+    """rvtclr's keys are centred on the query's time span (tempo align: query): with the crops' shifts
+    removed, the mean source frame of each key is within a frame of the query's, at either tempo."""
+    lengths = np.full(64, 400)
+    p = augment.sample("rvtclr", lengths, np.random.default_rng(5))
+    centre = [v.tempo_offset + v.speed * 149 / 2 for v in p.views]  # window coordinates, before the crop
+    for v in (1, 2):  # a view at speed s can centre on 74.5 s .. 299 - 74.5 s
+        want = np.clip(centre[0], p.views[v].speed * 149 / 2, 299 - p.views[v].speed * 149 / 2)
+        assert np.all(np.abs(centre[v] - want) <= 0.5), v
+    assert np.all(p.views[2].speed != p.views[0].speed)
 
 
 def test_tempo_same_as_errors_name_the_field():

@@ -14,12 +14,13 @@ Views of the built-in recipes (skelcl/configs/augment.yaml):
   "skeletonclr": index 0 = query, 1 = key at the SAME tempo; "rvtclr": 0 = query, 1 = key at the same
   tempo, 2 = key at the other tempo; "aimclr": 0 = query, 1 = key at the other tempo, 2 = extreme view.
   Each sample gets one 300-frame window (random start; sequences shorter than 300 frames are extended by
-  repeating their last frame); every view is a tempo view of 150 frames: speed 1 (150 consecutive frames at a random
-  offset o in [0, 150]) or speed 2 (every 2nd frame, o in {0, 1}). Tempo op settings: `pair: true` views
-  share one random permutation of the speeds per sample (so they differ), `same_as: VIEW` copies VIEW's
-  speed (own offset); params.views[v].speed tells. Each view also gets its own edge-padded temporal
-  crop (shift in [-50, 50]) and shear (r = 0.5). The AimCLR extreme view adds flip, rotation, Gaussian
-  noise, temporal Gaussian blur and an axis mask, at a random tempo.
+  repeating their last frame); every view is a tempo view of 150 frames: speed 1 (150 consecutive frames
+  at a random offset o in [0, 150]) or speed 2 (every 2nd frame, o in {0, 1}). Tempo op settings: `pair:
+  true` views share one random permutation of the speeds per sample (so they differ), `same_as: VIEW`
+  copies VIEW's speed (own offset), `align: VIEW` centres the view on VIEW's time span (rvtclr's keys on
+  the query); params.views[v].speed tells. Each view also gets its own edge-padded temporal crop (shift in
+  [-50, 50]) and shear (r = 0.5). The AimCLR extreme view adds flip, rotation, Gaussian noise, temporal
+  Gaussian blur and an axis mask, at a random tempo.
   "finetune": one view, the whole sequence at the batch's length T (labels stay aligned), flip + shear.
 
 Ops, applied in this order: time map (crop, crop_resize, tempo) -> flip -> shear -> rotate -> noise ->

@@ -31,6 +31,7 @@ class ViewParams:
       resize_len    int64 (B,)   crop-resize sub-window length Lc (W without crop_resize)
       speed         int64 (B,)   tempo: output frames are `speed` window frames apart (1 or 2)
       tempo_offset  int64 (B,)   tempo: first frame of the selection, o in [0, W - speed * (frames - 1) - 1]
+                                 (drawn, or centred on another view's span: recipe.Tempo.align)
       offset, step  float64 (B,) the composition of the above: output frame t reads window coordinate
                                  u(t) = offset + step * t = c + b + (o + speed * t) * r,
                                  r = (Lc - 1) / (W - 1) (1 when W == 1)
@@ -181,6 +182,11 @@ def sample(recipe, lengths, rng) -> Params:
             else:
                 s = np.asarray(op.speeds, dtype=np.int64)[rng.integers(0, len(op.speeds), B)]
             o = rng.integers(0, W - s * (T_out - 1)).astype(np.int64)
+            if op.align is not None:  # centred on the named view's time span (see recipe.Tempo)
+                ref = next(v for v in views if v.name == op.align)
+                centre = ref.tempo_offset + ref.speed * (ref.out_len - 1) / 2
+                o = np.clip(np.round(centre - s * (T_out - 1) / 2), 0, W - s * (T_out - 1) - 1)
+                o = o.astype(np.int64)
 
         r = np.where(W > 1, (Lc - 1) / np.maximum(W - 1, 1), 1.0)
         offset = c + b + o * r

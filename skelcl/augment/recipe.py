@@ -70,11 +70,15 @@ class CropResize:
 class Tempo:
     """Take `frames` frames every `speed` frames; speed drawn from `speeds`. Views with pair=True share one
     random permutation of `speeds` per sample (query and key get different tempos). same_as: the name of an
-    earlier view whose speed this view copies per sample (same tempo, own offset); no draw of its own."""
+    earlier view whose speed this view copies per sample (same tempo, own offset); no draw of its own.
+    align: the name of an earlier view whose time span this view is centred on: offset
+    o = clip(round(o_ref + s_ref (F_ref - 1) / 2 - s (F - 1) / 2), 0, W - s (F - 1) - 1) (F: frames), so
+    both views show the same moment (each keeps its own crop shift); o is still drawn, then replaced."""
 
     speeds: tuple[int, ...] = (1, 2)
     pair: bool = False
     same_as: str | None = None
+    align: str | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,8 @@ def _check_op(where: str, op) -> None:
             _fail(f"{where}.same_as", f"expected a view name, got {op.same_as!r}")
         if op.same_as is not None and op.pair:
             _fail(f"{where}", "pair: true and same_as exclude each other")
+        if op.align is not None and not isinstance(op.align, str):
+            _fail(f"{where}.align", f"expected a view name, got {op.align!r}")
     elif isinstance(op, Shear):
         _num(f"{where}.r", op.r, 0.0)
     elif isinstance(op, Rotate):
@@ -324,6 +330,10 @@ def recipe_from_dict(name: str, raw) -> Recipe:
                 _fail(f"{vwhere}.ops.tempo.same_as", f"no earlier view named {tempo.same_as!r}")
             if ref.op("tempo") is None or ref.op("tempo").speeds != tempo.speeds:
                 _fail(f"{vwhere}.ops.tempo.same_as", f"{tempo.same_as!r} needs a tempo with the same speeds")
+        if tempo is not None and tempo.align is not None:
+            ref = {v.name: v for v in views}.get(tempo.align)
+            if ref is None or ref.op("tempo") is None:
+                _fail(f"{vwhere}.ops.tempo.align", f"no earlier view named {tempo.align!r} with a tempo op")
         views.append(View(name=str(rv.get("name", f"view{i}")), frames=frames, ops=ops))
     paired = [v for v in views if v.op("tempo") is not None and v.op("tempo").pair]
     if paired:

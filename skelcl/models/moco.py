@@ -10,9 +10,19 @@ momentum encoder's normalize(A_k(f_k)) of v1, k' = that of v2 (rvtclr):
   L_A1 = InfoNCE(q_i; positive k_i; keys [k; queue])          (all methods; the other keys of the batch are
                                                                negatives too)
   rvtclr adds  L_A2 = InfoNCE(q_i; positive k'_i; keys [k'; queue])
-               L_M  = mean_i max(0, margin - (<m_i, mk_i> - <m_i, mk'_i>)),  m = normalize(M(f_q)),
-                      mk, mk' = the momentum motion head M_k on v1, v2: the same-tempo key must score
-                      higher than the other-tempo key on the motion head (tempo discrimination)
+               L_M  = mean_i max(0, margin - (<m_i, mk_i> - <m_i, mk'_i>)): the same-tempo key must score
+                      higher than the other-tempo key on the motion head (tempo discrimination), with
+                      [m; mk; mk'] = normalize(M([vel(f_q); vel(f_k); vel(f_k')])), M = MotionHead (BN MLP,
+                      one call, shared batch statistics), vel(f) = mean over t, v of |f[t + 1] - f[t]|
+                      (heads.motion_features), f_k, f_k' the momentum encoder's features of v1, v2 (the
+                      head learns on all three rows, the query encoder through vel(f_q)). The recipe
+                      centres both keys on the query's time span (rvtclr recipe, tempo align: query).
+               Why (motion_order_acc stayed at chance, 0.46-0.56, before): M read the mean-pooled f, the
+               same feature L_A1 and L_A2 make tempo-invariant (after 150 steps a linear probe on it told
+               1x from 2x at 52 %, at init 62 %); every embedding was nearly collinear (cosine ~0.97), so
+               the margin's gradient was weak, and the momentum head M_k only followed it; and the keys
+               showed other moments than the query (independent offsets; the synthetic motions change
+               speed from one segment to the next), so the tempo pair was confounded with the moment.
   aimclr adds  L_d = -sum_j softmax(l(q_i))_j.detach() * log softmax(l(e_i))_j   (D3M-like)
                with l(x)_j = <x, key_j> / tau over the same key set and e the extreme view's embedding,
                and after `nn_warmup_epochs` the `nn_topk` queue rows nearest to q_i join k_i as positives.
@@ -61,7 +71,7 @@ import torch.nn.functional as F
 from skelcl.errors import SkelclError
 from skelcl.kernels import gather_with_grad, info_nce
 from skelcl.models.backbone import Backbone
-from skelcl.models.heads import GlobalHead, SnippetHead, snippet_features
+from skelcl.models.heads import GlobalHead, MotionHead, SnippetHead, motion_features, snippet_features
 
 METHODS = ("skeletonclr", "rvtclr", "aimclr")
 MATCHES = ("feature", "cosine", "aligned")
@@ -325,11 +335,10 @@ class MoCo(nn.Module):
         self.encoder_q = Backbone(**backbone)
         c = self.encoder_q.out_channels
         self.head_q = GlobalHead(c, dim)
-        self.motion_q = GlobalHead(c, dim) if method == "rvtclr" else None
+        self.motion_q = MotionHead(c, dim) if method == "rvtclr" else None
         self.snip_q = SnippetHead(c, dim) if self.snippet else None
         self.encoder_k = copy.deepcopy(self.encoder_q)
         self.head_k = copy.deepcopy(self.head_q)
-        self.motion_k = copy.deepcopy(self.motion_q)
         self.snip_k = copy.deepcopy(self.snip_q)
         for p in self.key_parameters():
             p.requires_grad_(False)
@@ -346,8 +355,6 @@ class MoCo(nn.Module):
 
     def _pairs(self):
         pairs = [(self.encoder_q, self.encoder_k), (self.head_q, self.head_k)]
-        if self.motion_q is not None:
-            pairs.append((self.motion_q, self.motion_k))
         if self.snippet:
             pairs.append((self.snip_q, self.snip_k))
         return pairs
@@ -426,12 +433,12 @@ class MoCo(nn.Module):
         if self.method == "rvtclr":
             with torch.no_grad():
                 ko = F.normalize(self.head_k(fk[2]), dim=1)
-                mk = F.normalize(self.motion_k(fk[1]), dim=1)
-                mo = F.normalize(self.motion_k(fk[2]), dim=1)
             ko_all = gather_with_grad(ko)
             pos_o = torch.arange(B, device=q.device) + rank * B
             loss_x = info_nce(q, ko_all, queue, positive=pos_o, temperature=tau, **groups)
-            m = F.normalize(self.motion_q(fq), dim=1)
+            # one head call on the three views: the same BatchNorm statistics for all (see MotionHead)
+            pooled = torch.cat([motion_features(fq), motion_features(fk[1]), motion_features(fk[2])])
+            m, mk, mo = F.normalize(self.motion_q(pooled), dim=1).split(B)
             same, other = (m * mk).sum(1), (m * mo).sum(1)
             loss_m = F.margin_ranking_loss(same, other, torch.ones_like(same), margin=self.motion_margin)
             loss = loss + loss_x + loss_m
