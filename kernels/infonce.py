@@ -48,8 +48,10 @@ _MAX_D = 256
 _CHUNK_ELEMENTS = 1 << 22
 # Positive term: at most this many gathered (row, positive, feature) elements per chunk (4 MiB in float32).
 _POS_CHUNK = 1 << 20
-# CPU fast path: the largest logit matrix M x (N + Q) it holds (bytes; SKELCL_INFONCE_DENSE_MB overrides).
+# CPU fast path: the largest logit matrix M x (N + Q) it holds (bytes; SKELCL_INFONCE_DENSE_MB overrides),
+# in key blocks of at most _DENSE_BLOCK logits (16 MiB in float32: in L3, and below glibc's 32 MiB mmap cap).
 _DENSE_BYTES = 512 << 20
+_DENSE_BLOCK = 1 << 22
 # CPU fast path: exp without the row maximum subtracted while |s_ij| <= this bound (exp(60) * 2^40 keys
 # stays far below the float32 maximum, exp(-60) far above its smallest normal number).
 _EXP_BOUND = 60.0
@@ -341,66 +343,80 @@ def _queue_left_out(q_group, queue_group, pos, n):
 
 
 class _DenseLSE(torch.autograd.Function):
-    """lse_i = log sum_{j kept} exp(s_ij), s = (q / tau) [k; queue]^T held whole, as two blocks (M, N) and
-    (M, Q), computed once:
+    """lse_i = log sum_{j kept} exp(s_ij), s = (q / tau) [k; queue]^T held whole, computed once, in key
+    blocks of at most _DENSE_BLOCK logits (one block fits the L3 cache, and glibc serves it from the heap
+    the allocator setting keeps mapped, not from fresh pages):
 
-        forward:  s_b = (q / tau) @ keys_b^T; left-out entries -inf (the k block by a dense (M, N) mask,
-                  the queue block by the sparse pairs of _queue_left_out); p_b = exp(s_b - c) in place,
+        forward:  s_b = (q / tau) @ keys_b^T; left-out entries -inf (blocks of k by a dense mask, blocks of
+                  the queue by the sparse pairs of _queue_left_out); p_b = exp(s_b - c) in place,
                   c = 0 while |s| <= _EXP_BOUND (bound: max |q_i| max |key_j| / tau), else the row max;
                   l = sum_b p_b.sum(1), lse = log(l) + c
-        backward: w_b = p_b * g / l (softmax times g), dq = (w_k @ k + w_q @ queue) / tau,
-                  dk = w_k^T @ q / tau; the queue gets no gradient.
+        backward: w_b = p_b * g / l (softmax times g), dq = sum_b w_b @ keys_b / tau,
+                  dk = w_k^T @ q / tau over the blocks of k; the queue gets no gradient.
     """
 
     @staticmethod
     def forward(ctx, q, k, queue, pos, q_group, k_group, queue_group, temperature, compute_dtype):
         m, n = q.shape[0], k.shape[0]
         cdt = compute_dtype
+        total = n + (0 if queue is None else queue.shape[0])
         qs = q.to(cdt) * (1.0 / temperature)
-        keys = [k.to(cdt)] + ([] if queue is None else [queue.to(cdt)])
-        s = [torch.mm(qs, key.t()) for key in keys]
-        if q_group is not None:
-            rows = torch.arange(m, device=q.device)
-            cols = torch.arange(n, device=q.device)
-            s[0].masked_fill_(_left_out(q_group, k_group, pos, rows, cols), float("-inf"))
-            if queue_group is not None:
-                r, c = _queue_left_out(q_group, queue_group, pos, n)
-                s[1][r, c] = float("-inf")
-        norm = max(float(torch.linalg.vector_norm(key, dim=1).amax()) for key in keys)
+        kc = k.to(cdt)
+        qu = None if queue is None else queue.to(cdt)
+        norm = max(float(torch.linalg.vector_norm(x, dim=1).amax()) for x in (kc, qu) if x is not None)
         bounded = float(torch.linalg.vector_norm(qs, dim=1).amax()) * norm <= _EXP_BOUND
+        pairs = None
+        if q_group is not None and queue_group is not None:
+            pairs = _queue_left_out(q_group, queue_group, pos, n)
+        rows = torch.arange(m, device=q.device)
+        blocks = list(_key_chunks(n, total, max(1, _DENSE_BLOCK // m)))
+        s, l = [], torch.zeros(m, dtype=cdt, device=q.device)
+        for a, b, from_k in blocks:
+            sb = torch.mm(qs, (kc[a:b] if from_k else qu[a - n : b - n]).t())
+            if q_group is not None and from_k:
+                cols = torch.arange(a, b, device=q.device)
+                sb.masked_fill_(_left_out(q_group, k_group[a:b], pos, rows, cols), float("-inf"))
+            elif pairs is not None:
+                r, c = pairs
+                sel = (c >= a - n) & (c < b - n)
+                sb[r[sel], c[sel] - (a - n)] = float("-inf")
+            if bounded:
+                l += sb.exp_().sum(1)
+            s.append(sb)
         shift = None
         if not bounded:
-            shift = torch.stack([b.amax(1) for b in s]).amax(0)
+            shift = torch.stack([sb.amax(1) for sb in s]).amax(0)
             shift = torch.where(torch.isinf(shift), torch.zeros((), dtype=cdt, device=q.device), shift)
-            for b in s:
-                b.sub_(shift[:, None])
-        total = None
-        for b in s:
-            b.exp_()
-            total = b.sum(1) if total is None else total.add_(b.sum(1))
-        lse = total.log()
+            for sb in s:
+                l += sb.sub_(shift[:, None]).exp_().sum(1)
+        lse = l.log()
         if shift is not None:
             lse = lse + shift
-        ctx.save_for_backward(q, k, queue, total, *s)
-        ctx.temperature, ctx.compute_dtype = temperature, cdt
+        ctx.save_for_backward(q, k, queue, l, *s)
+        ctx.temperature, ctx.compute_dtype, ctx.blocks = temperature, cdt, blocks
         return lse
 
     @staticmethod
     def backward(ctx, g):
-        q, k, queue, total, *p = ctx.saved_tensors
+        q, k, queue, l, *p = ctx.saved_tensors
         cdt, inv_tau = ctx.compute_dtype, 1.0 / ctx.temperature
         need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dq = dk = None
+        n = k.shape[0]
         zero = torch.zeros((), dtype=cdt, device=g.device)
-        w = torch.where(total > 0, g.to(cdt) / total, zero)[:, None]  # rows with no kept key: weight 0
-        wk = p[0] * w if need_q or need_k else None
-        if need_q:
-            dq = torch.mm(wk, k.to(cdt))
-            if queue is not None:
-                dq.addmm_(p[1] * w, queue.to(cdt))
-            dq = dq.mul_(inv_tau).to(q.dtype)
-        if need_k:
-            dk = torch.mm(wk.t(), q.to(cdt)).mul_(inv_tau).to(k.dtype)
+        w = torch.where(l > 0, g.to(cdt) / l, zero)[:, None]  # rows with no kept key: weight 0
+        dq = torch.zeros(q.shape, dtype=cdt, device=q.device) if need_q else None
+        dk = torch.empty(k.shape, dtype=cdt, device=k.device) if need_k else None
+        qc = q.to(cdt) if need_k else None
+        for (a, b, from_k), pb in zip(ctx.blocks, p):
+            if not (need_q or (need_k and from_k)):
+                continue
+            wb = pb * w
+            if need_q:
+                dq.addmm_(wb, (k[a:b] if from_k else queue[a - n : b - n]).to(cdt))
+            if need_k and from_k:
+                torch.mm(wb.t(), qc, out=dk[a:b])
+        dq = None if dq is None else dq.mul_(inv_tau).to(q.dtype)
+        dk = None if dk is None else dk.mul_(inv_tau).to(k.dtype)
         return dq, dk, None, None, None, None, None, None, None
 
 

@@ -147,6 +147,7 @@ def test_matches_float64_dense(impl, seed, m, n, nq, d, npos, groups, tau, split
     if splits:
         monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", splits)
     monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)  # several key chunks in the reference
+    monkeypatch.setattr(infonce_mod, "_DENSE_BLOCK", 500)  # and key blocks in info_nce_cpu
     monkeypatch.setattr(infonce_mod, "_POS_CHUNK", 500)  # several row chunks in the positive term
     monkeypatch.setattr(infonce_triton, "_DQ_CHUNK", 300)  # and in the Triton path's dq
     case = make_case(seed, m, n, nq, d, npos, groups)
@@ -184,6 +185,7 @@ def test_queue_group_matches_float64_loop(impl, seed, m, n, nq, d, npos, splits,
     if splits:
         monkeypatch.setitem(infonce_triton.OVERRIDE, "splits", splits)
     monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 600)
+    monkeypatch.setattr(infonce_mod, "_DENSE_BLOCK", 600)
     case, queue_group = queue_group_case(seed, m, n, nq, d, npos)
     q, k, queue, positive, q_group, k_group = case
     if positive is None:
@@ -275,6 +277,7 @@ def test_dispatcher_uses_the_cpu_path_on_cpu(monkeypatch):
 @pytest.mark.parametrize("bound", [60.0, 0.0])  # exp without / with the row maximum subtracted
 def test_cpu_gradcheck_float64(bound, monkeypatch):
     monkeypatch.setattr(infonce_mod, "_EXP_BOUND", bound)
+    monkeypatch.setattr(infonce_mod, "_DENSE_BLOCK", 30)  # blocks of 5 keys: k split, queue split
     (q, k, queue, positive, q_group, k_group), queue_group = queue_group_case(42, 6, 10, 12, 4, 3)
     q = q.double().requires_grad_()
     k = k.double().requires_grad_()
