@@ -151,15 +151,15 @@ def auto_resume(out, cfg: dict) -> str:
     (its metrics.json is written). A run of another config raises SkelclError with the keys that differ."""
     from pathlib import Path
 
-    from skelcl.train import config as config_mod
+    import yaml
 
     p = Path(out)
     if not (p / "last.pt").is_file():
         return "new"
     if not (p / "config.yaml").is_file():
         raise SkelclError(f"--resume auto: {p} holds last.pt but no config.yaml (not a skelcl run folder)")
-    saved = config_mod.load_config(p / "config.yaml")
-    diff = config_diff(saved, config_mod.validate(cfg))
+    saved = yaml.safe_load((p / "config.yaml").read_text())  # as RunDir wrote it (config.dump)
+    diff = config_diff(saved if isinstance(saved, dict) else {}, cfg)
     if diff:
         raise SkelclError(
             f"--resume auto: {p} holds a run of another config ({'; '.join(diff)}); give the command line "
