@@ -1,6 +1,7 @@
 """Segment files (PKU-MMD folders, JSON) and the `skelcl evaluate` command end to end."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -326,3 +327,68 @@ def test_folder_class_names(tmp_path, capsys):
     write_segments_dir(tmp_path / "pred", {"a": []}, classes=["walk", "jog", "jump"])
     assert main(args) == 2
     assert "class names differ" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Odd rows and --json folders (issue 22, item 6).
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [("1,-5,10,1", ":2: start -5 is negative"), ("1,-20,-5,1", ":2: start -20 is negative"),
+     ("2,40,40,1", ":2: zero-length segment (start = end = 40)")],
+)  # fmt: skip
+def test_evaluate_refuses_odd_ground_truth_rows(tmp_path, capsys, row, message):
+    gt, pred = write_case(tmp_path)
+    (gt / "b.txt").write_text(f"2,60,70,1\n{row}\n")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("skelcl evaluate: error: ") and str(gt / "b.txt") + message in err[-1], err
+    assert "Traceback" not in "\n".join(err) and not out.exists()
+
+
+def test_zero_length_is_a_frame_where_ends_are_inclusive(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)
+    (gt / "b.txt").write_text("2,40,40,1\n")
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--gt-inclusive-end"]) == 0
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--iou", "inclusive"]) == 0
+    (gt / "b.txt").write_text("2,-1,4,1\n")  # negative under every reading
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--iou", "inclusive"]) == 2
+
+
+def test_evaluate_warns_on_odd_predicted_rows(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)
+    plain_json, odd_json = tmp_path / "plain.json", tmp_path / "odd.json"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(plain_json)]) == 0
+    plain = capsys.readouterr()
+    (pred / "b.txt").write_text("2,0,5,0.6\n2,7,7,0.1\n1,-3,2,0.05\n")
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(odd_json)]) == 0
+    got = capsys.readouterr()
+    assert "warning: 2 predicted segment(s) with a negative start or zero length" in got.err
+    assert f"{pred / 'b.txt'}:2: zero-length segment" in got.err and "(and 1 more)" in got.err
+    assert "warning" not in plain.err
+    # as given: the two extra rows are false positives below every true one (scores 0.1, 0.05)
+    a, b = json.loads(plain_json.read_text()), json.loads(odd_json.read_text())
+    assert b["num_pred"] == a["num_pred"] + 2
+    assert {k: v for k, v in a.items() if "mAP" in k} == {k: v for k, v in b.items() if "mAP" in k}
+
+
+def test_evaluate_json_only_into_an_existing_folder(tmp_path, capsys):
+    gt, pred = write_case(tmp_path)
+    deep = tmp_path / "no" / "such" / "dir" / "r.json"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(deep)]) == 2
+    err = capsys.readouterr().err
+    assert f"neither its folder {deep.parent} nor the folder above exists" in err
+    assert not (tmp_path / "no").exists()
+    root = f"/skelcl-no-such-{os.getpid()}/sub/r.json"  # was: folders made at the filesystem root
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", root]) == 2
+    assert not os.path.exists(os.path.dirname(os.path.dirname(root)))
+    # one new folder under an existing one is fine
+    one = tmp_path / "new" / "r.json"
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(one)]) == 0
+    assert one.is_file()
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(tmp_path)]) == 2
+    assert "that is a folder" in capsys.readouterr().err
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["gt"] == str(gt)

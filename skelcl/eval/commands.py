@@ -20,6 +20,8 @@ Inputs (--gt, --pred), each a folder or a JSON file:
           An empty NAME.txt in the ground truth is a video without actions. A classes.json beside the
           files (`skelcl predict` writes one) names the classes and says the label base of the ids.
           A row with start > end is an error; --swap-reversed reads it with the two swapped.
+          A negative start, or start = end under --iou continuous (a half-open segment of no frame), is
+          an error in the ground truth (file:line) and a warning in the predictions (evaluated as given).
   JSON    {"format": "skelcl-segments", "label_base": 0, "classes": [...], "videos": {NAME: [[label,
           start, end, score], ...]}}: the file says its own label_base (0 when absent).
 Every video of the ground truth is evaluated; predictions for a video or a class the ground truth does not
@@ -76,7 +78,11 @@ def register(subparsers) -> None:
         help="read a segment with start > end with the two swapped (PKU-MMD v1 label files have a few); "
         "by default it is an error naming file and line",
     )
-    p.add_argument("--json", metavar="OUT", help="write all figures (and per-class AP) to this JSON file")
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        help="write all figures (and per-class AP) to this JSON file (in an existing folder)",
+    )
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
     p.set_defaults(func=run)
 
@@ -84,13 +90,20 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.classes is not None and args.classes < 1:
         raise EvalInputError(f"--classes must be >= 1, got {args.classes}")
+    if args.json:
+        _check_json_out(Path(args.json))
     swap = args.swap_reversed
+    # odd rows: in the ground truth an error (it defines what is measured); in the predictions a warning
+    # (the row is what is being judged, and costs only itself: a zero-length one is a false positive)
+    zero_ok, odd_pred = args.iou == "inclusive", []
     gt, gt_names, gt_base = read_segments(
         args.gt,
         args.label_base,
         num_classes=args.classes,
         inclusive_end=args.gt_inclusive_end,
         swap_reversed=swap,
+        odd="error",
+        allow_zero=zero_ok,
     )
     if not gt:
         raise EvalInputError(f"{args.gt}: no ground-truth videos found")
@@ -108,7 +121,13 @@ def run(args) -> int:
         num_classes=num_classes,
         inclusive_end=args.pred_inclusive_end,
         swap_reversed=swap,
+        odd=odd_pred,
+        allow_zero=zero_ok,
     )
+    if odd_pred:
+        more = f" (and {len(odd_pred) - 1} more)" if len(odd_pred) > 1 else ""
+        print(f"skelcl evaluate: warning: {len(odd_pred)} predicted segment(s) with a negative start or zero "
+              f"length, evaluated as given: {odd_pred[0]}{more}", file=sys.stderr)  # fmt: skip
     if gt_names is not None and pred_names is not None and gt_names != pred_names:
         raise EvalInputError(f"{args.pred}: its class names differ from those of {args.gt}")
     unknown = sorted(set(pred) - set(gt))
@@ -133,6 +152,17 @@ def run(args) -> int:
         _write_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _check_json_out(out: Path) -> None:
+    """--json OUT: its folder may be new, but only under an existing one (a mistyped path makes no tree of
+    folders, at the filesystem root or elsewhere)."""
+    if out.is_dir():
+        raise EvalInputError(f"--json {out}: that is a folder; give a file name, e.g. {out / 'results.json'}")
+    folder = out.absolute().parent
+    if not folder.is_dir() and not folder.parent.is_dir():
+        raise EvalInputError(f"--json {out}: neither its folder {out.parent} nor the folder above exists "
+                             "(create them first)")  # fmt: skip
 
 
 def _warnings(args, gt: dict, pred: dict, base: int, inferred: bool) -> list[str]:

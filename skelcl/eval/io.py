@@ -25,6 +25,10 @@ JSON: {"format": "skelcl-segments", "label_base": 0, "classes": ["walk", ...] (o
     an object {"label": .., "start": .., "end": .., "score": ..}; score is optional.
 
 Every reading error names the file and line (folder) or the file, video and segment index (JSON).
+Odd rows (the readers' `odd` argument): a negative start (frames count from 0), and a zero-length segment
+(start = end: half-open, it covers no frame; not odd with inclusive_end, or where allow_zero says the IoU
+counts end as a frame). odd="keep" reads them as they are, "error" raises naming the row, a list collects
+one message per row and reads them as they are.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def read_segments_dir(
     num_classes: int | None = None,
     inclusive_end: bool = False,
     swap_reversed: bool = False,
+    odd="keep",
+    allow_zero: bool = False,
 ) -> dict[str, list[Segment]]:
     """Read a folder of NAME.txt files -> {NAME: [Segment, ...]} with 0-based labels.
 
@@ -57,13 +63,16 @@ def read_segments_dir(
     the known classes is an error naming file and line. inclusive_end: the files give the last frame of a
     segment as its end (PKU-MMD's label files do); end + 1 is stored, so the Segments are half-open.
     swap_reversed: read a row with start > end with the two swapped instead of failing on it.
+    odd, allow_zero: rows with a negative start or zero length (module docstring).
     """
     path = Path(path)
     if not path.is_dir():
         raise EvalInputError(f"{path}: not a folder")
     out = {}
     for file in sorted(path.glob("*.txt")):
-        out[file.stem] = _read_txt(file, label_base, num_classes, swap_reversed)
+        out[file.stem] = _read_txt(
+            file, label_base, num_classes, swap_reversed, odd, allow_zero or inclusive_end
+        )
     return _half_open(out) if inclusive_end else out
 
 
@@ -124,7 +133,13 @@ def read_segments_json(
 
 
 def read_segments_json_with_classes(
-    path, *, num_classes: int | None = None, inclusive_end: bool = False, swap_reversed: bool = False
+    path,
+    *,
+    num_classes: int | None = None,
+    inclusive_end: bool = False,
+    swap_reversed: bool = False,
+    odd="keep",
+    allow_zero: bool = False,
 ):
     """Like read_segments_json, also returning (class names or None, the file's label_base)."""
     path = Path(path)
@@ -150,7 +165,10 @@ def read_segments_json_with_classes(
         if not isinstance(segs, list):
             raise EvalInputError(f"{path}: video {name!r}: expected a list of segments")
         out[name] = [
-            _json_segment(path, name, k, x, base, num_classes, swap_reversed) for k, x in enumerate(segs)
+            _json_segment(
+                path, name, k, x, base, num_classes, swap_reversed, odd, allow_zero or inclusive_end
+            )
+            for k, x in enumerate(segs)
         ]
     return (_half_open(out) if inclusive_end else out), classes, base
 
@@ -174,21 +192,24 @@ def read_segments(
     num_classes: int | None = None,
     inclusive_end: bool = False,
     swap_reversed: bool = False,
+    odd="keep",
+    allow_zero: bool = False,
 ):
     """A folder or a .json file -> (segments, class names or None, label_base of the file). A folder's
-    class names come from its classes.json."""
+    class names come from its classes.json. odd, allow_zero: rows with a negative start or zero length
+    (module docstring)."""
     path = Path(path)
     if path.is_dir():
         names = read_folder_classes(path, label_base)
         if num_classes is None and names is not None:
             num_classes = len(names)
         segs = read_segments_dir(path, label_base, num_classes=num_classes, inclusive_end=inclusive_end,
-                                 swap_reversed=swap_reversed)  # fmt: skip
+                                 swap_reversed=swap_reversed, odd=odd, allow_zero=allow_zero)  # fmt: skip
         return segs, names, label_base
     if path.suffix.lower() == ".json":
-        return read_segments_json_with_classes(
-            path, num_classes=num_classes, inclusive_end=inclusive_end, swap_reversed=swap_reversed
-        )
+        return read_segments_json_with_classes(path, num_classes=num_classes, inclusive_end=inclusive_end,
+                                               swap_reversed=swap_reversed, odd=odd,
+                                               allow_zero=allow_zero)  # fmt: skip
     if not path.exists():
         raise EvalInputError(f"{path}: no such file or folder")
     raise EvalInputError(f"{path}: expected a folder of NAME.txt files or a .json file")
@@ -246,7 +267,9 @@ def write_manifest(path, files, info: dict) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _read_txt(file: Path, label_base: int, num_classes: int | None, swap_reversed: bool) -> list[Segment]:
+def _read_txt(
+    file: Path, label_base, num_classes, swap_reversed, odd="keep", allow_zero=True
+) -> list[Segment]:
     try:
         text = file.read_text()
     except (OSError, UnicodeDecodeError) as err:
@@ -268,11 +291,15 @@ def _read_txt(file: Path, label_base: int, num_classes: int | None, swap_reverse
                 f"{where}: expected 'label,start,end[,score]' with an integer label and numbers, "
                 f"got {line.strip()!r}"
             ) from None
-        segs.append(_make(where, label, start, end, score, label_base, num_classes, swap_reversed))
+        segs.append(
+            _make(where, label, start, end, score, label_base, num_classes, swap_reversed, odd, allow_zero)
+        )
     return segs
 
 
-def _json_segment(path, name, k, item, base, num_classes, swap_reversed) -> Segment:
+def _json_segment(
+    path, name, k, item, base, num_classes, swap_reversed, odd="keep", allow_zero=True
+) -> Segment:
     where = f"{path}: video {name!r}, segment {k}"
     if isinstance(item, dict):
         if not {"label", "start", "end"} <= set(item):
@@ -289,10 +316,12 @@ def _json_segment(path, name, k, item, base, num_classes, swap_reversed) -> Segm
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
         raise EvalInputError(f"{where}: start, end and score must be numbers, got {item!r}")
     start, end, score = (float(v) for v in numbers)
-    return _make(where, label, start, end, score, base, num_classes, swap_reversed)
+    return _make(where, label, start, end, score, base, num_classes, swap_reversed, odd, allow_zero)
 
 
-def _make(where, label, start, end, score, base, num_classes, swap_reversed=False) -> Segment:
+def _make(
+    where, label, start, end, score, base, num_classes, swap_reversed=False, odd="keep", allow_zero=True
+) -> Segment:
     if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(score)):
         raise EvalInputError(f"{where}: start, end and score must be finite numbers")
     label0 = label - base
@@ -307,6 +336,18 @@ def _make(where, label, start, end, score, base, num_classes, swap_reversed=Fals
                 "with the two swapped, as PKU-MMD v1 label files need)"
             )
         start, end = end, start
+    problem = None
+    if start < 0:
+        problem = f"start {_num(start)} is negative (frames count from 0)"
+    elif start == end and not allow_zero:
+        problem = (
+            f"zero-length segment (start = end = {_num(start)}): half-open, it covers no frame (if the file "
+            "names the last frame as end, read it with --gt-inclusive-end / --pred-inclusive-end)"
+        )
+    if problem and odd == "error":
+        raise EvalInputError(f"{where}: {problem}")
+    if problem and isinstance(odd, list):
+        odd.append(f"{where}: {problem}")
     return Segment(label0, start, end, score)
 
 
