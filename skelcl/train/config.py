@@ -484,9 +484,13 @@ def follow_pretrained(cfg: dict, given=()) -> None:
     f, model = cfg.get("finetune"), cfg.get("model")
     if not isinstance(f, dict) or not f.get("pretrained") or not isinstance(model, dict):
         return
-    from skelcl.train.pretrain import load_encoder_state
+    from skelcl.train import checkpoint  # not skelcl.train.pretrain: that imports this module
 
-    bcfg, _ = load_encoder_state(f["pretrained"])
+    src = checkpoint.checkpoint_file(f["pretrained"])
+    st = checkpoint.load(src)
+    if st.get("kind") != "pretrain":
+        raise SkelclError(f"{src} is not a pretraining checkpoint (kind {st.get('kind')!r})")
+    bcfg, _ = checkpoint.encoder_state(st)
     ran = encoder_model(model, bcfg)
     for key in ENCODER_KEYS:
         name = key.split(".", 1)[1]
