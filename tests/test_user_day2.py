@@ -271,3 +271,94 @@ def test_a_second_process_on_the_same_folder_is_refused(tiny, pre_run, tmp_path,
     run_mod.lock_run(run)
     run_mod.lock_run(run)
     run_mod.unlock_run(run)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 10. Texts that say what runs; whole descriptions in `config list`; the licence file ships.
+
+
+def _comment_block(name) -> str:
+    from skelcl.train import config
+
+    lines = []
+    for line in config.config_path(name).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(x for x in lines if x)
+
+
+def test_cpu_preset_texts_agree_with_the_demo(capsys):
+    from skelcl.train import config
+
+    demo = config.resolve("demo")
+    method, epochs = demo["pretrain"]["pretrain"]["method"], demo["pretrain"]["train"]["epochs"]
+    cpu = config.resolve("pretrain_cpu")
+    same = (cpu["pretrain"]["method"], cpu["train"]["epochs"]) == (method, epochs)
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("pretrain_cpu"))
+    assert f"{cpu['train']['epochs']} epochs" in line and cpu["pretrain"]["method"] in line.lower()
+    for text in (line, _comment_block("pretrain_cpu")):
+        if "demo" in text and not same:  # a text that names the demo says how the demo differs
+            assert method in text.lower() and str(epochs) in text, text
+        assert "demo's pretraining" not in text and "settings of `skelcl demo`" not in text, text
+
+
+def test_config_list_shows_whole_first_sentences(capsys, monkeypatch):
+    from skelcl.train import config
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["config", "list"]) == 0
+    out = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    entries, name = {}, None
+    for line in out:
+        if not line.startswith(" "):
+            name = line.split()[0]
+            entries[name] = line[len(name) :].strip()
+        else:
+            entries[name] += " " + line.strip()
+        assert len(line) <= 100, line
+    assert sorted(entries) == config.builtin_names()
+    for name, shown in entries.items():
+        block = _comment_block(name)
+        assert block.startswith(shown), (name, shown)
+        assert shown[-1] in ".?!" and block[len(shown) : len(shown) + 1] in ("", " "), (name, shown)
+
+
+def test_license_file_ships_in_sdist_and_wheel(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Copyright (c) 2026 the skelcl authors" in text
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, src / name)
+    for name in ("skelcl", "kernels"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import sys\nfrom setuptools import build_meta as b\nout = sys.argv[1]\n"  # build_meta edits argv
+    code += "b.build_sdist(out)\nb.build_wheel(out)\n"
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    sdist = next(p.name for p in (tmp_path / "dist").glob("*.tar.gz"))
+    wheel = next(p.name for p in (tmp_path / "dist").glob("*.whl"))
+    with tarfile.open(tmp_path / "dist" / sdist) as tar:
+        names = tar.getnames()
+        assert any(n.endswith("/LICENSE") and n.count("/") == 1 for n in names), names
+        pkg_info = tar.extractfile(next(n for n in names if n.endswith("/PKG-INFO") and n.count("/") == 1))
+        meta = pkg_info.read().decode()
+    assert "License-Expression: MIT" in meta and "License-File: LICENSE" in meta
+    with zipfile.ZipFile(tmp_path / "dist" / wheel) as whl:
+        names = whl.namelist()
+        lic = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+        assert whl.read(lic).decode() == text
+        meta = whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in meta and "License-File: LICENSE" in meta

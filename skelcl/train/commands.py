@@ -19,7 +19,7 @@ PRESETS = {
         ("pretrain_skeletonclr", "the paper's GPU schedule: 600 epochs, width 1.0, batch 128 (default)"),
         ("pretrain_aimclr", "AimCLR-style base method, the paper's GPU schedule"),
         ("pretrain_rvtclr", "RVTCLR base method with the authors' snippet loss (feature matching)"),
-        ("pretrain_cpu", "a CPU-sized run: width 0.25, 10 epochs, batch 32 (the demo's pretraining)"),
+        ("pretrain_cpu", "SkeletonCLR, CPU-sized: width 0.25, 10 epochs, batch 32 (demo: RVTCLR, 20 epochs)"),
     ),
     "finetune": (
         ("finetune", "the paper's schedule: 40 epochs, width 1.0 without --pretrained (default)"),
@@ -359,10 +359,14 @@ def cmd_config(args) -> int:
     if args.action == "list":
         if args.name or args.overrides:
             raise SkelclError("config list takes no arguments")
+        import shutil
+        import textwrap
+
+        width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
         for name in config.builtin_names():
-            first = config.config_path(name).read_text().splitlines()[:1]
-            what = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-            print(f"{name:<22}{what}")
+            what = first_sentence(config.config_path(name).read_text())
+            print(textwrap.fill(what or "-", width, initial_indent=f"{name:<22}", subsequent_indent=" " * 22,
+                                break_on_hyphens=False, break_long_words=False))  # fmt: skip
         print("\nskelcl config show NAME: every key of NAME with its value and allowed range")
         return 0
     if not args.name:
@@ -370,6 +374,20 @@ def cmd_config(args) -> int:
     cfg = config.resolve(args.name, args.overrides)
     print("\n".join(config.describe_keys(cfg)))
     return 0
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of the comment block that opens a YAML file (lines starting with #), whole."""
+    import re
+
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    block = " ".join(x for x in lines if x)
+    end = re.search(r"[.?!](?=\s|$)", block)
+    return block[: end.end()] if end else block
 
 
 def cmd_export(args) -> int:
