@@ -357,14 +357,20 @@ class BackboneWorker:
     """A backbone configuration stepped in its own process (skelcl.benchmark.backbone_worker): calling the
     object runs one forward + backward there and waits for it."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], env: dict | None = None):
         import subprocess
         import sys
 
         self.args = args
+        environ = dict(os.environ)
+        for key, value in (env or {}).items():  # None: unset in the worker
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "skelcl.benchmark.backbone_worker", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
         )  # fmt: skip
 
     def _expect(self, word):
@@ -555,8 +561,10 @@ def cpu_peak_gflops(cores=None, ghz=None):
 def case_backbone_w1(quick, device, workdir):
     """Backbone forward + backward at full width on a CPU: ST-GCN width 1.0, batch 16, one body, strides at
     layers 5 and 8, T 64 and T 150 (issue 23's sizes), float32. Each variant in its own worker process:
-    eager_T* the old frames-major path (reference graph conv, glibc's default allocator), cpu_fast_path_T*
-    what training runs (joints-major, allocator setting). params give the FLOP of one step
+    eager_T* the old frames-major path (reference graph conv, glibc's default allocator, libgomp's default
+    spin-then-sleep wait), cpu_fast_path_T* what training runs (joints-major, allocator setting, passive
+    OpenMP wait as skelcl sets it), cpu_fast_path_spin_T* that with libgomp's default wait (what the
+    passive wait costs or gains). params give the FLOP of one step
     (backbone_flops) and the machine's estimated float32 peak: GFLOP/s = items/s / batch x GFLOP."""
     import torch
 
@@ -569,10 +577,16 @@ def case_backbone_w1(quick, device, workdir):
         params[f"gflop_fwd_bwd_T{T}"] = round(backbone_flops(B, T, M, width, (5, 8))[1] / 1e9, 2)
         size = ["--batch", str(B), "--frames", str(T), "--bodies", str(M), "--width", str(width),
                 "--threads", str(torch.get_num_threads()), "--strides", strides]  # fmt: skip
-        for label, path, malloc in (("eager", "frames", "default"), ("cpu_fast_path", "joints", "tuned")):
+        for label, path, malloc, wait in (
+            ("eager", "frames", "default", None),
+            ("cpu_fast_path", "joints", "tuned", "PASSIVE"),
+            ("cpu_fast_path_spin", "joints", "tuned", None),
+        ):
             args = ["--path", path, "--malloc", malloc, "--amp", "fp32", *size]
-            workers[f"{label}_T{T}"] = BackboneWorker(args)
-        plain[f"cpu_fast_path_T{T}"] = f"eager_T{T}"
+            env = {"OMP_WAIT_POLICY": wait, "SKELCL_OMP_WAIT": "passive" if wait else "default"}
+            workers[f"{label}_T{T}"] = BackboneWorker(args, env=env)
+            if label != "eager":
+                plain[f"{label}_T{T}"] = f"eager_T{T}"
     try:
         for w in workers.values():
             w.ready()
