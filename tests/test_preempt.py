@@ -40,7 +40,8 @@ def _same_model(a, b):
 
 
 def _strip(history):
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    """The history without timings (seconds, probe_seconds, data_wait_share)."""
+    return [{k: v for k, v in h.items() if not k.endswith(("seconds", "data_wait_share"))} for h in history]
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +258,25 @@ def test_finetune_sigterm_mid_epoch_resumes_exactly(tiny, tmp_path, monkeypatch)
     assert res["final"] == ref["final"]
     keep = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "data_wait_share")} for r in h]  # noqa: E731
     assert keep(res["history"]) == keep(ref["history"])
+
+
+def test_minutes_checkpoints_and_the_probe_survive_a_mid_epoch_resume(tiny, tmp_path, monkeypatch):
+    """train.ckpt_every_minutes (a tiny interval: after every step) saves mid-epoch; a crash in step 5 and
+    a resume give the uninterrupted weights, and the online probe's history keys too."""
+    extra = ["train.ckpt_every_minutes=0.00001", "pretrain.probe_every=4", "pretrain.probe_sequences=2"]
+    ref = run_pretrain(_cfg(tiny, *extra), tmp_path / "ref", quiet=True)
+
+    def crash():
+        raise RuntimeError("node lost")
+
+    _fault_at(monkeypatch, 6, crash)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_pretrain(_cfg(tiny, *extra), out, quiet=True)
+    monkeypatch.undo()
+    st = load(out / "last.pt")
+    assert (st["epoch"], st["step"]) == (1, 2)  # saved after step 5, by the clock alone
+    res = run_pretrain(_cfg(tiny, *extra), out, resume=True, quiet=True)
+    _same_model(tmp_path / "ref" / "last.pt", out / "last.pt")
+    assert "probe_step" in ref["history"][1]
+    assert _strip(res["history"]) == _strip(ref["history"])

@@ -172,9 +172,9 @@ def run_pretrain(
     ddp = wrap(model, device)
     clock = StepClock(t.get("ckpt_every_steps", 0), t.get("ckpt_every_minutes", 0))
 
-    def state(epoch: int, step: int = 0, sums=None) -> dict:  # step > 0: mid-epoch, `sums` so far
+    def state(epoch: int, step: int = 0, partial=None) -> dict:  # step > 0: mid-epoch, partial sums
         return {
-            "kind": "pretrain", "config": cfg, "epoch": epoch, "step": step, "partial": {"sums": sums or {}},
+            "kind": "pretrain", "config": cfg, "epoch": epoch, "step": step, "partial": partial or {},
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state(),
             "world_size": world_info()[1], "sequences": len(store),
@@ -197,9 +197,9 @@ def run_pretrain(
         t0, lr = time.time(), optimizer.param_groups[0]["lr"]  # lr: that of the epoch's last step
         batches = epoch_batches(len(store), bs, seed, epoch, drop_last=len(store) >= bs)
         batches = batches[: total_steps - epoch * per_epoch]  # the last epoch of a step budget is cut
-        probed = {}  # the epoch's last probe
         first = run.resume_step if epoch == start else 0  # steps of this epoch already done (resume)
         sums: dict[str, float] = dict(run.resume_partial.get("sums", {})) if first else {}
+        probed = dict(run.resume_partial.get("probed", {})) if first else {}  # the epoch's last probe
         stop_at_end = False
         # the next batch is read and augmented in a background thread while this one computes
         feed = pretrain_feed(store, batches, recipe, seed, epoch, t["augment_backend"],
@@ -231,7 +231,9 @@ def run_pretrain(
             if step + 1 == len(batches):
                 stop_at_end = stop  # the epoch's checkpoint below is the one written
             elif save:
-                run.save_step_checkpoint(state(epoch, step + 1, sums), epoch, step + 1)
+                run.save_step_checkpoint(
+                    state(epoch, step + 1, {"sums": sums, "probed": probed}), epoch, step + 1
+                )
                 clock.saved()
                 barrier()
                 if stop:
