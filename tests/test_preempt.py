@@ -280,3 +280,23 @@ def test_minutes_checkpoints_and_the_probe_survive_a_mid_epoch_resume(tiny, tmp_
     _same_model(tmp_path / "ref" / "last.pt", out / "last.pt")
     assert "probe_step" in ref["history"][1]
     assert _strip(res["history"]) == _strip(ref["history"])
+
+
+def test_unwritable_run_folder_is_a_one_line_error(tiny, reference, tmp_path, monkeypatch):
+    """A run folder that cannot be written (read-only file system): SkelclError, last.pt untouched."""
+    import errno
+    import shutil
+
+    from skelcl.train import run as run_mod
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = (out / "last.pt").read_bytes()
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(run_mod, "remove_partial_writes", read_only)
+    with pytest.raises(SkelclError, match=r"cannot write to the run folder .*: Read-only file system$"):
+        run_pretrain(_cfg(tiny, "train.epochs=3"), out, resume=True, quiet=True)
+    assert (out / "last.pt").read_bytes() == before
