@@ -67,14 +67,18 @@ def measure_ceilings(device="cuda", n=8192, copy_bytes=2 << 30, rep_ms=200) -> d
     copy_bytes), medians of median_ms, with the times they came from."""
     import torch
 
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    gemm_ms = median_ms(lambda: a @ b, device, rep_ms)
-    del a, b
-    src = torch.empty(copy_bytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    copy_ms = median_ms(lambda: dst.copy_(src), device, rep_ms, warmup_ms=10)
-    del src, dst
+    def gemm() -> float:  # the operands are freed when this returns
+        a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        return median_ms(lambda: a @ b, device, rep_ms)
+
+    def copy() -> float:
+        src = torch.empty(copy_bytes, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        return median_ms(lambda: dst.copy_(src), device, rep_ms, warmup_ms=10)
+
+    gemm_ms = gemm()
+    copy_ms = copy()
     free(device)
     return {"bf16_tflops": 2 * n**3 / gemm_ms / 1e9, "copy_tbps": 2 * copy_bytes / copy_ms / 1e9,
             "gemm_n": n, "gemm_ms": gemm_ms, "copy_bytes": copy_bytes, "copy_ms": copy_ms}  # fmt: skip
