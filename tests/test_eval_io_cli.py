@@ -204,7 +204,7 @@ def test_inclusive_end_reading(tmp_path):
 def test_pkummd_rows_read_like_the_dataset_reader(tmp_path):
     """A PKU-MMD label file read with inclusive_end gives the same segments as the dataset reader's
     per-frame labels (rows cover start..end inclusive) turned back into segments."""
-    pkummd = pytest.importorskip("skelcl.data.pkummd")
+    from skelcl.data import pkummd
     from skelcl.eval import segments_from_labels
 
     (tmp_path / "0291-M.txt").write_text("3,120,245,1\n51,400,300,2\n7,0,5,1\n3,250,260,1\n")
