@@ -4,6 +4,7 @@
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from skelcl.study.experiment import (
     own_reference_comparisons,
     plan,
     pretrain_config,
+    read_ledger,
     reference_protocols,
     t_interval,
     t_quantile,
@@ -210,12 +212,43 @@ def test_experiment_end_to_end_resumes(tmp_path, capsys):
     assert c["seeds"] == [0] and c["verdict"] == "cannot tell"  # one pair: no interval
     assert "- (n=1) | cannot tell" in table
     assert not (out / "data").exists() and (out / "runs" / "data" / "meta.json").is_file()
+    # every finished run is in finished.jsonl; a line cut short by a kill is ignored
+    ledger = read_ledger(out)
+    assert set(ledger) == {p.name for p in (out / "runs").iterdir() if p.name != "data"}
+
+    def drop(name):  # forget a finished run: its folder's metrics and its ledger line
+        (out / "runs" / name / "metrics.json").unlink()
+        lines = (out / "finished.jsonl").read_text().splitlines()
+        keep = [ln for ln in lines if not ln.startswith(f'{{"name": "{name}"')]
+        assert len(keep) == len(lines) - 1
+        (out / "finished.jsonl").write_text("\n".join(keep) + "\n")
+
     # a rerun skips every finished run; a run without final metrics is redone
-    (out / "runs" / "ft_random_linear-simple-l0.5_s1" / "metrics.json").unlink()
+    drop("ft_random_linear-simple-l0.5_s1")
+    with open(out / "finished.jsonl", "a") as f:  # a kill while the last line was written
+        f.write('{"name": "ft_cut')
+    assert set(read_ledger(out)) == set(ledger) - {"ft_random_linear-simple-l0.5_s1"}
     assert main(args) == 0
+    assert "ft_cut" not in (out / "finished.jsonl").read_text()  # cut off before the next line
     printed = capsys.readouterr().out
     assert re.findall(r"\[\d/8\] (\S+):", printed) == ["ft_random_linear-simple-l0.5_s1"]
     assert json.loads((out / "results.json").read_text())["results"] == data["results"]
+    # a checkout of OUT without runs/ (what a commit holds) continues: finished runs come from the ledger,
+    # and a pending fine-tuning whose pretraining checkpoint is gone gets that pretraining again first
+    pending = next(p.name for p in (out / "runs").glob("ft_a_*"))
+    drop(pending)
+    for run in (out / "runs").iterdir():
+        if run.name != "data":
+            shutil.rmtree(run)
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.findall(r"\[\d/8\] (\S+):", printed) == [pending]
+    assert json.loads((out / "results.json").read_text())["results"] == data["results"]
+    assert (out / "runs" / "pre_a_s0" / "last.pt").is_file()
+    (out / "finished.jsonl").write_text('{"name": "x"}\nnot json\n{"name": "y"}\n')
+    with pytest.raises(SkelclError, match=r"finished.jsonl:2"):
+        read_ledger(out)
+    (out / "finished.jsonl").write_text("\n".join(f"{json.dumps(e)}" for e in ledger.values()) + "\n")
     # --table-only collects the finished runs and runs nothing (row C has none)
     rows = "rows=[{label: A, method: skeletonclr, seeds: 1}, {label: C, method: aimclr}]"
     assert main([args[0], "--table-only", *args[1:], rows, "comparisons=[]"]) == 0

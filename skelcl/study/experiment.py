@@ -31,6 +31,10 @@ when the interval excludes 0 ("cannot tell" otherwise, and always with fewer tha
 
 Every run has its own directory under OUT/runs/ (generated data in OUT/runs/data); a run whose
 metrics.json holds final figures is not run again, so a stopped experiment continues where it stopped.
+Every finished run is also appended to OUT/finished.jsonl (its name and the few figures the tables need,
+a line each), which is small enough to commit: a study that spans several machines or sessions continues
+from a checkout of OUT without its runs/ folder (a pretraining whose fine-tunings are still to come and
+whose checkpoint is gone is run again first).
 A progress line with an ETA (mean duration of the finished runs of each kind x the runs left) follows
 every run.
 """
@@ -270,6 +274,55 @@ def _done(run: Path):
     return None
 
 
+LEDGER = "finished.jsonl"
+
+
+def read_ledger(out: Path) -> dict:
+    """name -> entry of OUT/finished.jsonl. A line cut short by a kill (the last one) is ignored; any
+    other bad line is an error naming the file and line."""
+    path, entries = Path(out) / LEDGER, {}
+    if not path.is_file():
+        return entries
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            entries[entry["name"]] = entry
+        except (ValueError, KeyError, TypeError) as err:
+            if i == len(lines):
+                continue  # the write of the last line was interrupted: that run is simply not recorded
+            raise SkelclError(f"{path}:{i}: not a finished-run record ({err})") from None
+    return entries
+
+
+def _ledger_entry(name: str, m: dict, chance: float | None = None) -> dict:
+    """What the tables read of a run's metrics: final, steps, labeled_sequences and, for a pretraining,
+    the first epoch's global loss and the chance level of its global InfoNCE."""
+    keep = {k: m.get(k) for k in ("final", "steps", "labeled_sequences") if m.get(k) is not None}
+    hist = m.get("history") or []
+    if hist:
+        keep["history"] = [{"loss_global": hist[0].get("loss_global")}]
+    entry = {"name": name, "metrics": keep}
+    if chance is not None:
+        entry["chance_loss_global"] = chance
+    return entry
+
+
+def _append_ledger(out: Path, entry: dict) -> None:
+    """Append one line; a last line cut short by a kill is cut off first, so it never ends up mid-file."""
+    path = Path(out) / LEDGER
+    if path.is_file():
+        text = path.read_bytes()
+        if text and not text.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(text.rfind(b"\n") + 1)
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+
+
 def _fresh(run: Path) -> None:
     """Remove a partial run (no final metrics) so it starts over."""
     import shutil
@@ -403,20 +456,29 @@ def run_experiment(
     if not table_only:
         open_cache(data)  # fail early on a bad --data
     progress = Progress([(j["name"], j["kind"]) for j in jobs if j["kind"]], out, quiet)
+    ledger = read_ledger(out)
+    by_name = {j["name"]: j for j in jobs}
     results, pre_stats = [], []
+
+    def pretrain(job: dict, run: Path) -> dict:
+        _fresh(run)
+        cfg = pretrain_config(exp, job["method"], job["pretrain"], data, job["seed"])
+        return run_pretrain(cfg, run, quiet=quiet)
+
     for i, job in enumerate(jobs):
         run = runs / job["name"]
-        m = _done(run)
+        m = _done(run) or (ledger.get(job["name"]) or {}).get("metrics")
         if m is None and job["kind"] and not table_only:
-            _fresh(run)
             t0 = time.time()
             if job["kind"].startswith("pretrain"):
-                cfg = pretrain_config(exp, job["method"], job["pretrain"], data, job["seed"])
-                m = run_pretrain(cfg, run, quiet=quiet)
+                m = pretrain(job, run)
             else:
+                _fresh(run)
                 pre = runs / job["pretrained"] if job["pretrained"] else None
-                if pre is not None and _done(pre) is None:
-                    raise SkelclError(f"experiment: {pre} has no finished pretraining")
+                if pre is not None and not (pre / "last.pt").is_file():
+                    if job["pretrained"] not in ledger and _done(pre) is None:
+                        raise SkelclError(f"experiment: {pre} has no finished pretraining")
+                    pretrain(by_name[job["pretrained"]], pre)  # recorded, but its checkpoint is gone
                 cfg = finetune_config(exp, job["proto"], pre, data, job["seed"])
                 m = run_finetune(cfg, run, quiet=quiet)
             progress.done(job["name"], time.time() - t0)
@@ -425,33 +487,44 @@ def run_experiment(
         if m is None:
             continue
         if job["kind"] and job["kind"].startswith("pretrain"):
-            pre_stats.append(_pre_record(m, job, run))
+            chance = (ledger.get(job["name"]) or {}).get("chance_loss_global")
+            rec = _pre_record(m, job, run, chance)
+            pre_stats.append(rec)
+            entry = _ledger_entry(job["name"], m, rec.get("chance_loss_global"))
         else:
             results.append(_result(m, job["row"], job["protocol"], job["seed"]))
             if job.get("budget") is not None:
                 results[-1].update(base=job["base"], budget=job["budget"])
+            entry = _ledger_entry(job["name"], m)
+        if job["kind"] and job["name"] not in ledger and not table_only:
+            _append_ledger(out, entry)
+            ledger[job["name"]] = entry
         last_of_seed = i + 1 == len(jobs) or jobs[i + 1]["seed"] != job["seed"]
         if last_of_seed and results:
             _write(out, exp, results, pre_stats, data)
     return _write(out, exp, results, pre_stats, data)
 
 
-def _pre_record(m: dict, job: dict, run: Path) -> dict:
+def _pre_record(m: dict, job: dict, run: Path, chance: float | None = None) -> dict:
     """Pretraining figures of one run: last-epoch losses and statistics, the first epoch's global loss,
-    and the chance level ln(number of negatives + 1) of the global InfoNCE."""
+    and the chance level ln(number of negatives + 1) of the global InfoNCE (read from the run's last.pt
+    when `chance` is not given)."""
     hist = m.get("history") or []
     rec = {"row": job["row"], "seed": job["seed"], **(m.get("final") or {})}
     if job.get("budget") is not None:
         rec.update(base=job["base"], budget=job["budget"])
     if hist:
         rec["first_loss_global"] = hist[0].get("loss_global")
-    from skelcl.train import checkpoint
+    if chance is None and (run / "last.pt").is_file():
+        from skelcl.train import checkpoint
 
-    st = checkpoint.load(run / "last.pt")
-    q = st["model"].get("queue.data")
-    bs = int(st["config"]["train"]["batch_size"])
-    if q is not None:  # 1 positive + (bs - 1) batch keys + the queued keys
-        rec["chance_loss_global"] = math.log(q.shape[0] + bs)
+        st = checkpoint.load(run / "last.pt")
+        q = st["model"].get("queue.data")
+        bs = int(st["config"]["train"]["batch_size"])
+        if q is not None:  # 1 positive + (bs - 1) batch keys + the queued keys
+            chance = math.log(q.shape[0] + bs)
+    if chance is not None:
+        rec["chance_loss_global"] = chance
     return rec
 
 
