@@ -43,13 +43,27 @@ def _torchrun(*launcher, out, data, epochs, env=None, log=None):
                             start_new_session=True)  # fmt: skip
 
 
-def _wait(procs, logs, timeout=400):
+def _reap(out: Path) -> None:
+    """SIGKILL every process still running for the run folder `out` (workers a failed launch left
+    behind would otherwise outlive the test, and the CI job with it)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and str(out).encode() in cmd:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass  # gone already, or not ours
+
+
+def _wait(procs, logs, out, timeout=400):
     try:
         return [p.wait(timeout=timeout) for p in procs]
     except subprocess.TimeoutExpired:
         for p in procs:
             os.killpg(p.pid, signal.SIGKILL)
         pytest.fail("torchrun did not finish: " + "".join(Path(f).read_text()[-3000:] for f in logs))
+    finally:
+        _reap(out)
 
 
 def test_killed_rank_restarts_and_resumes(data, tmp_path):
@@ -63,7 +77,7 @@ def test_killed_rank_restarts_and_resumes(data, tmp_path):
         # worker can then read the previous round's peer address (pytorch/pytorch#135712): turned off
         env = {"SKELCL_FI_KILL_STEP": f"1:5:{marker}", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
         proc = _torchrun(*launcher, out=out, data=data, epochs=2, env=env, log=f)
-        (rc,) = _wait([proc], [log])
+        (rc,) = _wait([proc], [log], out)
     assert rc == 0, log.read_text()[-3000:]
     assert marker.exists()  # the kill happened
     text = (out / "log.txt").read_text()
@@ -85,7 +99,7 @@ def test_two_nodes_with_a_c10d_rendezvous(data, tmp_path):
                     "--rdzv-conf", f"is_host={int(i == 0)}"]  # fmt: skip
         with open(log, "w") as f:
             procs.append(_torchrun(*launcher, out=out, data=data, epochs=1, log=f))
-    assert _wait(procs, logs) == [0, 0], "".join(f.read_text()[-3000:] for f in logs)
+    assert _wait(procs, logs, out) == [0, 0], "".join(f.read_text()[-3000:] for f in logs)
     st = load(out / "last.pt")
     assert st["world_size"] == 2 and st["epoch"] == 1
     n = len(open_split(st["config"]["data"]))  # each rank reads its half of the training sequences

@@ -102,7 +102,7 @@ def step_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
 
 def snippet_alignment(params, num_snippets: int, query: int = 0, key: int = 1) -> np.ndarray:
     """(B, S) int64: for each query snippet, the key snippet whose mean source frame is nearest, or -1 when
-    the query snippet has no counterpart in the key view.
+    the query snippet has no counterpart in the key view (ties: the nearest snippet position).
 
     Snippet s of a T-frame view covers the adaptive-pooling bin [floor(s T / S), ceil((s + 1) T / S)); its
     centre is the mean of its source frames. A query snippet has no counterpart when its centre lies more
@@ -127,6 +127,11 @@ def snippet_alignment(params, num_snippets: int, query: int = 0, key: int = 1) -
     cq = bins(query)[0]
     ck, lo, hi = bins(key)
     dist = np.abs(cq[:, :, None] - ck[:, None, :])
+    # Edge padding repeats a sequence's first / last frame, so several key snippets can share one centre:
+    # such exact ties go to the key snippet at the nearest position (a view paired with itself is the
+    # identity); 1e-6 frames per snippet of position never outweighs a real difference of centres.
+    pos = np.arange(num_snippets)
+    dist = dist + 1e-6 * np.abs(pos[:, None] - pos[None, :])
     nearest = np.where(np.isnan(dist), np.inf, dist).argmin(axis=2)
     lo = np.take_along_axis(lo, nearest, axis=1)
     hi = np.take_along_axis(hi, nearest, axis=1)
