@@ -142,15 +142,10 @@ def test_export_to_a_folder_or_onto_its_checkpoint(pre_run, tmp_path, capsys):
 
 
 def test_resume_with_the_other_command(pre_run, ft_run, capsys):
-    _err(
-        capsys, ["pretrain", "--resume", str(ft_run)], "fine-tuning run", f"skelcl finetune --resume {ft_run}"
-    )
-    _err(
-        capsys,
-        ["finetune", "--resume", str(pre_run)],
-        "pretraining run",
-        f"skelcl pretrain --resume {pre_run}",
-    )
+    line = _err(capsys, ["pretrain", "--resume", str(ft_run)], "fine-tuning run")
+    assert f"skelcl finetune --resume {ft_run}" in line
+    line = _err(capsys, ["finetune", "--resume", str(pre_run)], "pretraining run")
+    assert f"skelcl pretrain --resume {pre_run}" in line
 
 
 # ---------------------------------------------------------------------------------------------------
