@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from skelcl.cli import main
 from skelcl.errors import SkelclError
@@ -376,3 +377,31 @@ def test_budget_study_is_preregistered_on_a_fresh_data_seed(tmp_path, capsys):
     runs = [j for j in plan(exp) if j["kind"]]
     assert main(["experiment", "--config", "study_budget", "--out", str(tmp_path / "x"), "--plan"]) == 0
     assert f"{len(runs)} runs" in capsys.readouterr().out and not (tmp_path / "x").exists()
+
+
+def test_experiment_jobs_runs_the_plan_in_worker_processes(tmp_path, capsys):
+    """--jobs 2: every run of the plan once, each fine-tuning after its pretraining, the same table entries
+    as one run at a time, each worker with half the CPU threads; --jobs 0 is refused."""
+    serial, par = tmp_path / "serial", tmp_path / "par"
+    assert main(["experiment", "--out", str(serial), "--quiet", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["experiment", "--out", str(par), "--quiet", "--jobs", "2", *TINY]) == 0
+    printed = capsys.readouterr().out
+    names = re.findall(r"\[\d/8\] (\S+):", printed)
+    assert sorted(names) == sorted(read_ledger(serial)) and len(set(names)) == 8
+    for ft in [n for n in names if n.startswith("ft_") and not n.startswith("ft_random")]:
+        pre = "pre_" + ft.split("_")[1] + "_s" + ft.rsplit("_s", 1)[1]
+        assert names.index(pre) < names.index(ft)
+    want = max(1, torch.get_num_threads() // 2)
+    for n in names:
+        assert f"num_threads: {want}" in (par / "runs" / n / "config.yaml").read_text()
+    assert "2 worker processes" in (par / "progress.log").read_text()
+    a = json.loads((serial / "results.json").read_text())["results"]
+    b = json.loads((par / "results.json").read_text())["results"]
+    assert [(r["row"], r["protocol"], r["seed"]) for r in a] == [
+        (r["row"], r["protocol"], r["seed"]) for r in b
+    ]
+    assert main(["experiment", "--out", str(par), "--quiet", "--jobs", "2", *TINY]) == 0
+    assert "[1/8]" not in capsys.readouterr().out  # all finished: nothing runs again
+    assert main(["experiment", "--out", str(tmp_path / "z"), "--jobs", "0", *TINY]) == 2
+    assert "--jobs" in capsys.readouterr().err

@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     p.add_argument("--plan", action="store_true", help="only count the runs of the plan (runs nothing)")
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="runs at a time, each in its own process with CPU threads / N threads (default 1)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_experiment)
 
 
@@ -57,6 +61,6 @@ def cmd_experiment(args) -> int:
         return 0
 
     table = run_experiment(args.out, data=args.data, config_name=args.config, overrides=args.overrides,
-                           quiet=args.quiet, table_only=args.table_only)  # fmt: skip
+                           quiet=args.quiet, table_only=args.table_only, workers=args.jobs)  # fmt: skip
     print(table)
     return 0

@@ -339,9 +339,10 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Counts finished runs and prints "[k/N] run: s; elapsed; ETA" after each; the ETA sums, over the
     runs left, the mean duration of the runs of the same kind done in this call (of any kind while none
-    of that kind is done)."""
+    of that kind is done), divided by the number of worker processes."""
 
-    def __init__(self, jobs: list, out: Path, quiet: bool):
+    def __init__(self, jobs: list, out: Path, quiet: bool, workers: int = 1):
+        self.workers = max(1, int(workers))
         self.kinds = {name: kind for name, kind in jobs}
         self.left = dict(self.kinds)
         self.total = len(jobs)
@@ -357,7 +358,7 @@ class Progress:
         kind = self.left.pop(name, self.kinds.get(name, "?"))
         self.seconds.setdefault(kind, []).append(seconds)
         allv = [x for v in self.seconds.values() for x in v]
-        eta = sum(np.mean(self.seconds.get(k) or allv) for k in self.left.values())
+        eta = sum(np.mean(self.seconds.get(k) or allv) for k in self.left.values()) / self.workers
         k = self.total - len(self.left)
         line = (f"[{k}/{self.total}] {name}: {seconds:.0f} s; elapsed {_clock(time.time() - self.t0)}, "
                 f"ETA {_clock(eta)} ({len(self.left)} runs left)")  # fmt: skip
@@ -425,14 +426,135 @@ def plan_lines(exp: dict) -> list:
     return lines
 
 
-def run_experiment(
-    out, data=None, config_name="experiment", overrides=(), quiet=False, table_only=False
-) -> str:
-    """Run (or, with table_only, only collect) every run of the plan; returns the markdown table."""
-    from skelcl.data import open_cache
-    from skelcl.data.synthetic import generate_cache
+def _worker_init(threads: int) -> None:
+    """A worker process of `--jobs N`: torch and numba each get `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+
+
+def _run_job(spec: dict) -> dict:
+    """One pretraining or fine-tuning (spec: pretrain, cfg, run, quiet) in a fresh run folder; its metrics."""
     from skelcl.train.finetune import run_finetune
     from skelcl.train.pretrain import run_pretrain
+
+    run = Path(spec["run"])
+    _fresh(run)
+    fn = run_pretrain if spec["pretrain"] else run_finetune
+    return fn(spec["cfg"], run, quiet=spec["quiet"])
+
+
+class _Inline:
+    """What multiprocessing's AsyncResult offers, for a job run in this process (--jobs 1)."""
+
+    def __init__(self, fn, spec):
+        self.value, self.error = None, None
+        try:
+            self.value = fn(spec)
+        except Exception as err:  # re-raised by get(), as a pool's result would
+            self.error = err
+
+    def ready(self) -> bool:
+        return True
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _run_pending(jobs: list, runs: Path, ledger: dict, exp: dict, data, quiet: bool, workers: int,
+                 progress: Progress, record) -> None:  # fmt: skip
+    """Run every job of the plan that has no final metrics (in runs/) and no ledger line, `workers` at a
+    time in plan order; a fine-tuning starts once its pretraining's checkpoint is there (a pretraining
+    recorded in the ledger whose checkpoint is gone is run again first, without a progress line).
+    record(job, metrics) is called in this process as each job finishes. With workers > 1 each job runs
+    in a fresh spawned process with cpu_threads // workers torch and numba threads. A failed job stops
+    the launching; the running ones finish and are recorded, then the first error is raised."""
+    by_name = {j["name"]: j for j in jobs}
+    finished = {j["name"] for j in jobs if j["name"] in ledger or _done(runs / j["name"]) is not None}
+    pending = [j for j in jobs if j["kind"] and j["name"] not in finished]
+    for j in list(pending):  # pretrainings to run again for their pending fine-tunings
+        p = j.get("pretrained")
+        if p and p in finished and not (runs / p / "last.pt").is_file():
+            finished.discard(p)
+            pending.insert(pending.index(j), {**by_name[p], "rerun": True})
+    if not pending:
+        return
+    pool, threads = None, 0
+    if workers > 1:
+        import multiprocessing
+        import os
+
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)
+        pool = multiprocessing.get_context("spawn").Pool(
+            workers, initializer=_worker_init, initargs=(threads,), maxtasksperchild=1
+        )
+        with open(progress.log, "a") as f:
+            f.write(f"[{time.strftime('%H:%M:%S')}] {workers} worker processes x {threads} CPU threads "
+                    f"(pid {os.getpid()})\n")  # fmt: skip
+    running: dict = {}  # name -> (job, result, t0)
+    error = None
+    try:
+        while pending or running:
+            for j in list(pending):
+                if error is not None or len(running) >= max(1, workers):
+                    break
+                pre = j.get("pretrained")
+                if pre and pre not in finished:
+                    if pre not in running and not any(p["name"] == pre for p in pending):
+                        raise SkelclError(f"experiment: {runs / pre} has no finished pretraining")
+                    continue
+                pending.remove(j)
+                if j["kind"].startswith("pretrain"):
+                    cfg = pretrain_config(exp, j["method"], j["pretrain"], data, j["seed"])
+                else:
+                    cfg = finetune_config(exp, j["proto"], runs / pre if pre else None, data, j["seed"])
+                if threads:
+                    cfg["train"]["num_threads"] = threads
+                spec = {"pretrain": j["kind"].startswith("pretrain"), "cfg": cfg,
+                        "run": str(runs / j["name"]), "quiet": quiet or pool is not None}  # fmt: skip
+                t0 = time.time()
+                res = _Inline(_run_job, spec) if pool is None else pool.apply_async(_run_job, (spec,))
+                running[j["name"]] = (j, res, t0)
+            for name, (j, res, t0) in list(running.items()):
+                if not res.ready():
+                    continue
+                del running[name]
+                try:
+                    m = res.get()
+                except Exception as err:
+                    error = error or err
+                    continue
+                finished.add(name)
+                if not j.get("rerun"):
+                    progress.done(name, time.time() - t0)
+                    record(j, m)
+            if error is not None and not running:
+                raise error
+            if running and pool is not None:
+                time.sleep(0.5)
+    finally:
+        if pool is not None:
+            pool.terminate()  # nothing is left running when this returns (or on Ctrl-C / an error)
+            pool.join()
+
+
+def run_experiment(
+    out, data=None, config_name="experiment", overrides=(), quiet=False, table_only=False, workers=1
+) -> str:
+    """Run (or, with table_only, only collect) every run of the plan, `workers` runs at a time; returns
+    the markdown table."""
+    from skelcl.data import open_cache
+    from skelcl.data.synthetic import generate_cache
     from skelcl.train.run import announce, show_bars
 
     exp = config_mod.resolve(config_name, overrides)
@@ -440,6 +562,8 @@ def run_experiment(
     if d["seed"] in (d.get("tuning_seeds") or []) and data is None:
         raise SkelclError(f"experiment: data.seed {d['seed']} is one of data.tuning_seeds (settings were "
                           "chosen on it); results must come from another data seed")  # fmt: skip
+    if int(workers) < 1:
+        raise SkelclError(f"experiment: --jobs must be 1 or more, got {workers}")
     jobs = plan(exp)
     check_comparisons(exp)
     out = Path(out)
@@ -455,53 +579,52 @@ def run_experiment(
             generate_cache(data, int(d["sequences"]), int(d["seed"]), progress=not quiet and show_bars())
     if not table_only:
         open_cache(data)  # fail early on a bad --data
-    progress = Progress([(j["name"], j["kind"]) for j in jobs if j["kind"]], out, quiet)
     ledger = read_ledger(out)
-    by_name = {j["name"]: j for j in jobs}
-    results, pre_stats = [], []
 
-    def pretrain(job: dict, run: Path) -> dict:
-        _fresh(run)
-        cfg = pretrain_config(exp, job["method"], job["pretrain"], data, job["seed"])
-        return run_pretrain(cfg, run, quiet=quiet)
-
-    for i, job in enumerate(jobs):
-        run = runs / job["name"]
-        m = _done(run) or (ledger.get(job["name"]) or {}).get("metrics")
-        if m is None and job["kind"] and not table_only:
-            t0 = time.time()
-            if job["kind"].startswith("pretrain"):
-                m = pretrain(job, run)
+    def collect() -> tuple[list, list]:
+        """The table's entries of every finished run, in plan order (from runs/ or the ledger); a finished
+        run missing from the ledger gets its line."""
+        results, pre_stats = [], []
+        for job in jobs:
+            run = runs / job["name"]
+            m = _done(run) or (ledger.get(job["name"]) or {}).get("metrics")
+            if m is None:
+                continue
+            if job["kind"] and job["kind"].startswith("pretrain"):
+                chance = (ledger.get(job["name"]) or {}).get("chance_loss_global")
+                rec = _pre_record(m, job, run, chance)
+                pre_stats.append(rec)
+                entry = _ledger_entry(job["name"], m, rec.get("chance_loss_global"))
             else:
-                _fresh(run)
-                pre = runs / job["pretrained"] if job["pretrained"] else None
-                if pre is not None and not (pre / "last.pt").is_file():
-                    if job["pretrained"] not in ledger and _done(pre) is None:
-                        raise SkelclError(f"experiment: {pre} has no finished pretraining")
-                    pretrain(by_name[job["pretrained"]], pre)  # recorded, but its checkpoint is gone
-                cfg = finetune_config(exp, job["proto"], pre, data, job["seed"])
-                m = run_finetune(cfg, run, quiet=quiet)
-            progress.done(job["name"], time.time() - t0)
-        elif job["kind"]:
-            progress.skip(job["name"])
-        if m is None:
-            continue
-        if job["kind"] and job["kind"].startswith("pretrain"):
-            chance = (ledger.get(job["name"]) or {}).get("chance_loss_global")
-            rec = _pre_record(m, job, run, chance)
-            pre_stats.append(rec)
-            entry = _ledger_entry(job["name"], m, rec.get("chance_loss_global"))
-        else:
-            results.append(_result(m, job["row"], job["protocol"], job["seed"]))
-            if job.get("budget") is not None:
-                results[-1].update(base=job["base"], budget=job["budget"])
-            entry = _ledger_entry(job["name"], m)
-        if job["kind"] and job["name"] not in ledger and not table_only:
-            _append_ledger(out, entry)
-            ledger[job["name"]] = entry
-        last_of_seed = i + 1 == len(jobs) or jobs[i + 1]["seed"] != job["seed"]
-        if last_of_seed and results:
-            _write(out, exp, results, pre_stats, data)
+                results.append(_result(m, job["row"], job["protocol"], job["seed"]))
+                if job.get("budget") is not None:
+                    results[-1].update(base=job["base"], budget=job["budget"])
+                entry = _ledger_entry(job["name"], m)
+            if job["kind"] and job["name"] not in ledger and not table_only:
+                _append_ledger(out, entry)
+                ledger[job["name"]] = entry
+        return results, pre_stats
+
+    if not table_only:
+        collect()  # runs finished before the ledger existed get their lines first
+        progress = Progress([(j["name"], j["kind"]) for j in jobs if j["kind"]], out, quiet, workers)
+        for j in jobs:
+            if j["kind"] and (j["name"] in ledger or _done(runs / j["name"]) is not None):
+                progress.skip(j["name"])
+        seed_left = {}
+        for j in jobs:
+            if j["kind"] and j["name"] not in ledger:
+                seed_left[j["seed"]] = seed_left.get(j["seed"], 0) + 1
+
+        def record(job: dict, m: dict) -> None:
+            """A job finished: its ledger line; the tables again once its replicate seed has no run left."""
+            seed_left[job["seed"]] -= 1
+            results, pre_stats = collect()
+            if seed_left[job["seed"]] == 0 and results:
+                _write(out, exp, results, pre_stats, data)
+
+        _run_pending(jobs, runs, ledger, exp, data, quiet, int(workers), progress, record)
+    results, pre_stats = collect()
     return _write(out, exp, results, pre_stats, data)
 
 
