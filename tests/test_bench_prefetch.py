@@ -6,17 +6,17 @@ import threading
 
 import pytest
 import torch
+from helpers import SMALL
 
 from skelcl import augment
 from skelcl.data import open_cache
-from skelcl.data.synthetic import SynthConfig, generate_cache
+from skelcl.data.synthetic import generate_cache
 from skelcl.train import config
 from skelcl.train.checkpoint import load
 from skelcl.train.data import Prefetcher, SequenceStore, epoch_batches, finetune_feed, pretrain_feed
 from skelcl.train.finetune import run_finetune
 from skelcl.train.pretrain import run_pretrain
 
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
 INDUCTOR = os.environ.get("SKELCL_TEST_INDUCTOR") == "1"
 
 

@@ -10,25 +10,13 @@ import sys
 
 import pytest
 import torch
+from helpers import FT, PRE, cli_error
 
 from skelcl import augment
 from skelcl.cli import main
-from skelcl.data.synthetic import SynthConfig, generate_cache
 from skelcl.errors import SkelclError
 from skelcl.train import checkpoint
 from skelcl.train import run as run_mod
-
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
-
-# A tiny pretraining / fine-tuning run (seconds on a CPU).
-PRE = ["data.bodies=1", "model.width=0.125", "train.batch_size=6", "train.num_threads=2",
-       "pretrain.queue_size=8", "pretrain.snippet_queue_size=40", "pretrain.momentum=0.9"]  # fmt: skip
-FT = ["data.bodies=1", "model.width=0.125", "train.batch_size=4", "train.num_threads=2", "train.lr=0.003"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return generate_cache(tmp_path_factory.mktemp("data") / "tiny", 24, 3, config=SMALL, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +27,6 @@ def pre_run(tiny, tmp_path_factory):
             "train.keep_every=1"]  # fmt: skip
     assert main(argv) == 0
     return out
-
-
-def _err(capsys, argv, *parts):
-    """main(argv) exits 2 with a one-line `skelcl CMD: error: ...` naming each of parts."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith(f"skelcl {argv[0]}: error: "), err
-    for p in parts:
-        assert p in err[-1], err
-    return err[-1]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -75,7 +53,7 @@ def test_failed_starts_leave_no_folder(tiny, pre_run, tmp_path, capsys):
         (["finetune", "--data", str(tiny), "--config", "nope"], "no config named 'nope'"),
     ]
     for argv, part in cases:
-        _err(capsys, [*argv, "--out", str(out)], part)
+        cli_error(capsys, [*argv, "--out", str(out)], part)
         assert not out.exists(), argv
 
 
@@ -85,7 +63,7 @@ def test_folder_without_checkpoint_is_reused_and_resume_says_so(tiny, tmp_path, 
     (out / "config.yaml").write_text("stale: true\n")  # what a start stopped before its first epoch leaves
     (out / "log.txt").write_text("old line\n")
     (out / "notes.md").write_text("mine\n")
-    _err(capsys, ["pretrain", "--resume", str(out)], "no checkpoint last.pt", "without --resume")
+    cli_error(capsys, ["pretrain", "--resume", str(out)], "no checkpoint last.pt", "without --resume")
     assert main(["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *PRE, "train.epochs=1"]) == 0
     assert "old line" not in (out / "log.txt").read_text()  # a fresh log
     assert "stale" not in (out / "config.yaml").read_text()
@@ -98,13 +76,13 @@ def test_folder_with_checkpoint_needs_resume_or_overwrite(tiny, tmp_path, capsys
     argv = ["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *PRE]
     assert main([*argv, "train.epochs=2", "train.keep_every=1"]) == 0
     assert (out / "epoch_2.pt").is_file()
-    _err(capsys, [*argv, "train.epochs=1"], "already holds a run", f"--resume {out}", "--overwrite")
+    cli_error(capsys, [*argv, "train.epochs=1"], "already holds a run", f"--resume {out}", "--overwrite")
     assert main([*argv, "train.epochs=1", "--overwrite"]) == 0
     assert checkpoint.load_checkpoint(out)["epoch"] == 1
     assert not (out / "epoch_2.pt").exists()  # the old run's files are gone
-    _err(capsys, ["pretrain", "--resume", str(out), "--overwrite"], "give one of them")
+    cli_error(capsys, ["pretrain", "--resume", str(out), "--overwrite"], "give one of them")
     (tmp_path / "file").write_text("x")
-    _err(capsys, [*argv, "train.epochs=1", "--out", str(tmp_path / "file")], "is a file")
+    cli_error(capsys, [*argv, "train.epochs=1", "--out", str(tmp_path / "file")], "is a file")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,7 +101,7 @@ def test_folder_with_checkpoint_needs_resume_or_overwrite(tiny, tmp_path, capsys
     ],
 )
 def test_bad_config_values_are_one_line_errors(tiny, tmp_path, capsys, item, part):
-    _err(capsys, ["pretrain", "--data", str(tiny), "--out", str(tmp_path / "r"), item], part)
+    cli_error(capsys, ["pretrain", "--data", str(tiny), "--out", str(tmp_path / "r"), item], part)
     assert not (tmp_path / "r").exists()
 
 
@@ -148,7 +126,7 @@ def test_auto_queue_sizes_override_an_integer_preset(tiny, tmp_path, capsys):
     assert any(
         line.startswith("pretrain.queue_size = auto ") for line in capsys.readouterr().out.splitlines()
     )
-    _err(capsys, ["config", "show", "pretrain_cpu", "pretrain.queue_size=big"], "pretrain.queue_size")
+    cli_error(capsys, ["config", "show", "pretrain_cpu", "pretrain.queue_size=big"], "pretrain.queue_size")
 
 
 def test_reflect_recipe_reports_reversed_frames(tiny, tmp_path, capsys):
@@ -174,7 +152,7 @@ def test_reflect_recipe_reports_reversed_frames(tiny, tmp_path, capsys):
 def test_cuda_without_cuda_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for cmd in ("pretrain", "finetune"):
-        _err(capsys, [cmd, "--data", str(tiny), "--out", str(tmp_path / "r"), "train.device=cuda"],
+        cli_error(capsys, [cmd, "--data", str(tiny), "--out", str(tmp_path / "r"), "train.device=cuda"],
              "train.device=cuda but CUDA is not available", "train.device=cpu")  # fmt: skip
     assert not (tmp_path / "r").exists()
 
@@ -196,7 +174,7 @@ def test_help_lists_presets_and_config_command_shows_keys(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("train.epochs = 3 ") and "an integer >= 1" in line for line in lines)
     assert any(line.startswith("model.width = 0.25 ") for line in lines)  # from the preset, over its base
-    _err(capsys, ["config", "show", "pretrain_cpu", "train.epochs=x"], "expected a number")
+    cli_error(capsys, ["config", "show", "pretrain_cpu", "train.epochs=x"], "expected a number")
 
 
 def test_cpu_presets_are_small_versions_of_the_paper_schedules():
@@ -271,9 +249,11 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tiny, tmp_path, capsys, mo
 def test_resume_extends_epochs(pre_run, tmp_path, capsys):
     run = tmp_path / "ext"
     shutil.copytree(pre_run, run)
-    _err(capsys, ["pretrain", "--resume", str(run), "train.epochs=1"], "below the 2 epochs done")
-    _err(capsys, ["pretrain", "--resume", str(run), "model.width=1"], "is not allowed", "train.epochs")
-    _err(capsys, ["pretrain", "--resume", str(run), "train.epochs=-3"], "train.epochs must be an integer")
+    cli_error(capsys, ["pretrain", "--resume", str(run), "train.epochs=1"], "below the 2 epochs done")
+    cli_error(capsys, ["pretrain", "--resume", str(run), "model.width=1"], "is not allowed", "train.epochs")
+    cli_error(
+        capsys, ["pretrain", "--resume", str(run), "train.epochs=-3"], "train.epochs must be an integer"
+    )
     assert main(["pretrain", "--resume", str(run), "--quiet", "train.epochs=3"]) == 0
     st = checkpoint.load_checkpoint(run)
     assert st["epoch"] == 3 and len(st["history"]) == 3
@@ -307,7 +287,9 @@ def test_kept_checkpoints_history_and_export(pre_run, tmp_path, capsys):
     want = checkpoint.load_checkpoint(pre_run)["model"]
     assert state and all(torch.equal(v, want["encoder_q." + k]) for k, v in state.items())
     assert info["epoch"] == 2 and info["kind"] == "pretrain"
-    _err(capsys, ["export", str(pre_run), "--out", str(tmp_path / "e.pt"), "--which", "best"], "no best.pt")
+    cli_error(
+        capsys, ["export", str(pre_run), "--out", str(tmp_path / "e.pt"), "--which", "best"], "no best.pt"
+    )
 
 
 def test_finetune_validation_best_checkpoint_and_file_modes(tiny, pre_run, tmp_path, capsys):

@@ -403,5 +403,15 @@ def test_experiment_jobs_runs_the_plan_in_worker_processes(tmp_path, capsys):
     ]
     assert main(["experiment", "--out", str(par), "--quiet", "--jobs", "2", *TINY]) == 0
     assert "[1/8]" not in capsys.readouterr().out  # all finished: nothing runs again
+    # a run that fails in a worker: a one-line error naming it, the other runs' records kept
+    ft = next(n for n in names if n.startswith("ft_a_"))
+    (par / "runs" / ft / "metrics.json").unlink()
+    lines = (par / "finished.jsonl").read_text().splitlines()
+    (par / "finished.jsonl").write_text("".join(ln + "\n" for ln in lines if f'"{ft}"' not in ln))
+    (par / "runs" / "pre_a_s0" / "last.pt").write_bytes(b"not a checkpoint")
+    assert main(["experiment", "--out", str(par), "--quiet", "--jobs", "2", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "pre_a_s0" in err[-1] and "Traceback" not in "".join(err), err
+    assert len(read_ledger(par)) == 7
     assert main(["experiment", "--out", str(tmp_path / "z"), "--jobs", "0", *TINY]) == 2
     assert "--jobs" in capsys.readouterr().err

@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from skelcl.data.synthetic import SynthConfig, generate_cache
 from skelcl.errors import SkelclError
 from skelcl.models import MoCo
 from skelcl.train import config
@@ -17,15 +16,9 @@ from skelcl.train.finetune import run_finetune
 from skelcl.train.preempt import EXIT_PREEMPTED, Preempted
 from skelcl.train.pretrain import run_pretrain
 
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
 PRE = ["data.bodies=1", "model.width=0.125", "train.epochs=2", "train.batch_size=6", "train.num_threads=2",
        "train.lr=0.05", "pretrain.queue_size=8", "pretrain.snippet_queue_size=40",
        "pretrain.momentum=0.9"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return generate_cache(tmp_path_factory.mktemp("data") / "tiny", 24, 3, config=SMALL, progress=False)
 
 
 def _cfg(data, *extra):

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 import torch
+from helpers import SMALL
 
 from skelcl.cli import main
-from skelcl.data.synthetic import SynthConfig, generate_cache
+from skelcl.data.synthetic import generate_cache
 from skelcl.errors import SkelclError
 from skelcl.models import SimpleHead
 from skelcl.train import config
@@ -24,8 +25,6 @@ from skelcl.train.finetune import (
     schedule_config,
 )
 from skelcl.train.pretrain import load_encoder_state, run_pretrain
-
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,14 @@ import math
 
 import pytest
 import torch
+from helpers import SMALL
 
-from skelcl.data.synthetic import SynthConfig, generate_cache
+from skelcl.data.synthetic import generate_cache
 from skelcl.errors import SkelclError
 from skelcl.train import checkpoint, config
 from skelcl.train.finetune import run_finetune
 from skelcl.train.pretrain import load_encoder_state, momentum_at, run_pretrain
 from skelcl.train.run import make_scheduler
-
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import SMALL
 
 from skelcl.cli import main
-from skelcl.data.synthetic import SynthConfig, generate_cache
+from skelcl.data.synthetic import generate_cache
 from skelcl.errors import SkelclError
 from skelcl.eval.io import read_segments_dir
 from skelcl.train import config
@@ -15,13 +16,6 @@ from skelcl.train.checkpoint import load
 from skelcl.train.data import SequenceStore, label_subset
 from skelcl.train.finetune import evaluate_probs, run_finetune
 from skelcl.train.pretrain import open_split, run_pretrain
-
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return generate_cache(tmp_path_factory.mktemp("data") / "tiny", 24, 3, config=SMALL, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,9 @@
 folder behind. Each test names the input it stands for; every failed start must leave no run folder."""
 
 import pytest
+from helpers import FT, PRE, cli_error
 
 from skelcl.cli import main
-from skelcl.data.synthetic import SynthConfig, generate_cache
-
-SMALL = SynthConfig(length=(70, 100), num_subjects=8, test_every=4)
-
-# A tiny pretraining / fine-tuning run (seconds on a CPU).
-PRE = ["data.bodies=1", "model.width=0.125", "train.batch_size=6", "train.num_threads=2",
-       "pretrain.queue_size=8", "pretrain.snippet_queue_size=40", "pretrain.momentum=0.9"]  # fmt: skip
-FT = ["data.bodies=1", "model.width=0.125", "train.batch_size=4", "train.num_threads=2", "train.lr=0.003"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return generate_cache(tmp_path_factory.mktemp("data") / "tiny", 24, 3, config=SMALL, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +13,6 @@ def pre_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "pre"
     assert main(["pretrain", "--data", str(tiny), "--out", str(out), "--quiet", *PRE, "train.epochs=1"]) == 0
     return out
-
-
-def _err(capsys, argv, *parts):
-    """main(argv) exits 2 with a one-line `skelcl CMD: error: ...` naming each of parts, no traceback."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith(f"skelcl {argv[0]}: error: "), err
-    assert not any("Traceback" in line for line in err), err
-    for p in parts:
-        assert p in err[-1], err
-    return err[-1]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -49,7 +26,7 @@ def test_overrides_before_and_after_options(tiny, tmp_path, capsys):
     # the last override is read (its bad value is what fails), so none was left unrecognized
     argv = ["pretrain", "--config", "pretrain_cpu", "--data", str(tiny), "model.width=0.125",
             "--out", str(out), "train.epochs=0"]  # fmt: skip
-    _err(capsys, argv, "train.epochs must be an integer >= 1, got 0")
+    cli_error(capsys, argv, "train.epochs must be an integer >= 1, got 0")
     assert not out.exists()
     parser = build_parser()
     for argv, want in [
@@ -107,7 +84,7 @@ def test_recipe_with_too_few_views_refused_before_the_folder(tiny, tmp_path, cap
     out = tmp_path / "r"
     argv = ["pretrain", "--data", str(tiny), "--out", str(out), *PRE, "train.epochs=1",
             f"pretrain.method={method}", "pretrain.recipe=skeletonclr"]  # fmt: skip
-    _err(capsys, argv, f"pretrain.method {method} needs 3 views", "gives 2", f"pretrain.recipe={method}")
+    cli_error(capsys, argv, f"pretrain.method {method} needs 3 views", "gives 2", f"pretrain.recipe={method}")
     assert not out.exists()
 
 
@@ -129,22 +106,22 @@ def ft_run(tiny, pre_run, tmp_path_factory):
 def test_export_to_a_folder_or_onto_its_checkpoint(pre_run, tmp_path, capsys):
     folder = tmp_path / "exported"
     folder.mkdir()
-    _err(capsys, ["export", str(pre_run), "--out", str(folder)], f"{folder} is a folder", "encoder.pt")
+    cli_error(capsys, ["export", str(pre_run), "--out", str(folder)], f"{folder} is a folder", "encoder.pt")
     assert list(folder.iterdir()) == []
     (tmp_path / "enc.json").mkdir()
-    _err(capsys, ["export", str(pre_run), "--out", str(tmp_path / "enc.pt")], "enc.json is a folder")
-    _err(capsys, ["export", str(pre_run), "--out", str(tmp_path / "enc2.json")], "suffix .json")
+    cli_error(capsys, ["export", str(pre_run), "--out", str(tmp_path / "enc.pt")], "enc.json is a folder")
+    cli_error(capsys, ["export", str(pre_run), "--out", str(tmp_path / "enc2.json")], "suffix .json")
     before = (pre_run / "last.pt").read_bytes()
-    _err(capsys, ["export", str(pre_run), "--out", str(pre_run / "last.pt")], "is the checkpoint")
+    cli_error(capsys, ["export", str(pre_run), "--out", str(pre_run / "last.pt")], "is the checkpoint")
     assert (pre_run / "last.pt").read_bytes() == before
     assert main(["export", str(pre_run), "--out", str(folder / "encoder.pt")]) == 0
     assert (folder / "encoder.pt").is_file() and (folder / "encoder.json").is_file()
 
 
 def test_resume_with_the_other_command(pre_run, ft_run, capsys):
-    line = _err(capsys, ["pretrain", "--resume", str(ft_run)], "fine-tuning run")
+    line = cli_error(capsys, ["pretrain", "--resume", str(ft_run)], "fine-tuning run")
     assert f"skelcl finetune --resume {ft_run}" in line
-    line = _err(capsys, ["finetune", "--resume", str(pre_run)], "pretraining run")
+    line = cli_error(capsys, ["finetune", "--resume", str(pre_run)], "pretraining run")
     assert f"skelcl pretrain --resume {pre_run}" in line
 
 
@@ -173,9 +150,9 @@ def test_pretrained_encoder_settings_are_what_runs(tiny, pre_run, ft_run, tmp_pa
         str(pre_run),
         "train.epochs=1",
     ]
-    _err(capsys, [*base, "model.width=0.5"], "model.width=0.5", "0.125", str(pre_run))
-    _err(capsys, [*base, "model.strides=[2,5]"], "model.strides=[2, 5]", "[2, 5, 8]")
-    _err(capsys, [*base, "model.backbone=agcn"], "model.backbone=agcn", "stgcn")
+    cli_error(capsys, [*base, "model.width=0.5"], "model.width=0.5", "0.125", str(pre_run))
+    cli_error(capsys, [*base, "model.strides=[2,5]"], "model.strides=[2, 5]", "[2, 5, 8]")
+    cli_error(capsys, [*base, "model.backbone=agcn"], "model.backbone=agcn", "stgcn")
     assert not out.exists()
     # the same value as the encoder's is fine; config show tells what would run
     assert main(["config", "show", "finetune", f"finetune.pretrained={pre_run}"]) == 0
@@ -246,7 +223,7 @@ def test_a_second_process_on_the_same_folder_is_refused(tiny, pre_run, tmp_path,
     try:
         new = ["pretrain", "--data", str(tiny), "--out", str(run), "--overwrite", *PRE, "train.epochs=1"]
         for argv in (["pretrain", "--resume", str(run), "train.epochs=2"], new):
-            _err(capsys, argv, "in use by another skelcl run", f"pid {proc.pid}")
+            cli_error(capsys, argv, "in use by another skelcl run", f"pid {proc.pid}")
         with pytest.raises(SkelclError, match=f"pid {proc.pid}"):  # two starts that both passed check_out
             run_mod.lock_run(run)
         after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}

@@ -351,17 +351,9 @@ def run_finetune(
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            save, stop = clock.check(epoch * per_epoch + step + 1)
-            if step + 1 == len(batches):
-                stop_at_end = stop  # the epoch's checkpoint below is the one written
-            elif save:
-                run.save_step_checkpoint(
-                    state(epoch, step + 1, {"total": total, "count": count}), epoch, step + 1
-                )
-                clock.saved()
-                barrier()
-                if stop:
-                    raise preempted(run)
+            partial = {"total": total, "count": count}
+            done = epoch * per_epoch + step + 1
+            stop_at_end = clock.after_step(run, done, epoch, step, len(batches), state, partial)
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)

@@ -24,7 +24,7 @@ import time
 import torch
 
 from skelcl.errors import SkelclError
-from skelcl.train.distributed import world_info
+from skelcl.train.distributed import barrier, world_info
 
 EXIT_PREEMPTED = 143
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -103,6 +103,22 @@ class StepClock:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
             save, stop = bool(flags[0] > 0), bool(flags[1] > 0)
         return save or stop, stop
+
+    def after_step(self, run, steps_done: int, epoch: int, step: int, steps_in_epoch: int, state, partial):
+        """After optimizer step `step` (0-based) of an epoch of steps_in_epoch steps, the run's steps_done-th:
+        a mid-epoch checkpoint of state(epoch, step + 1, partial) when one is due, then Preempted raised if
+        a signal came. On the epoch's last step nothing is written here (the epoch's own checkpoint
+        follows); returns whether to stop after it."""
+        save, stop = self.check(steps_done)
+        if step + 1 == steps_in_epoch:
+            return stop
+        if save:
+            run.save_step_checkpoint(state(epoch, step + 1, partial), epoch, step + 1)
+            self.saved()
+            barrier()
+            if stop:
+                raise preempted(run)
+        return False
 
     @staticmethod
     def signal_name() -> str:

@@ -227,17 +227,8 @@ def run_pretrain(
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
-            save, stop = clock.check(gstep + 1)
-            if step + 1 == len(batches):
-                stop_at_end = stop  # the epoch's checkpoint below is the one written
-            elif save:
-                run.save_step_checkpoint(
-                    state(epoch, step + 1, {"sums": sums, "probed": probed}), epoch, step + 1
-                )
-                clock.saved()
-                barrier()
-                if stop:
-                    raise preempted(run)
+            partial = {"sums": sums, "probed": probed}
+            stop_at_end = clock.after_step(run, gstep + 1, epoch, step, len(batches), state, partial)
         wait_share = feed.wait_s / max(time.time() - t0, 1e-9)  # time blocked on the next batch
         waits.append(wait_share)
         run.scalars("time", {"data_wait_share": wait_share}, epoch + 1)
