@@ -415,3 +415,35 @@ def test_experiment_jobs_runs_the_plan_in_worker_processes(tmp_path, capsys):
     assert len(read_ledger(par)) == 7
     assert main(["experiment", "--out", str(tmp_path / "z"), "--jobs", "0", *TINY]) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_a_stopped_pretraining_continues_from_its_checkpoint(tiny, tmp_path):
+    """A job whose run folder holds last.pt of the same config (thread count aside) but no metrics.json
+    continues from that checkpoint and ends where an uninterrupted run ends; another config starts over."""
+    from helpers import PRE
+
+    from skelcl.study.experiment import _resumable, _run_job
+    from skelcl.train.checkpoint import load
+    from skelcl.train.pretrain import run_pretrain
+
+    cfg = config.resolve("pretrain_skeletonclr", [f"data.path={tiny}", *PRE, "train.epochs=2"])
+    run_pretrain(cfg, tmp_path / "whole", quiet=True)
+    part = tmp_path / "part"
+    assert run_pretrain(cfg, part, stop_after_epochs=1, quiet=True)["stopped"]
+    assert not _resumable(tmp_path / "whole", cfg)  # finished: the experiment skips it, never resumes it
+    assert _resumable(part, {**cfg, "train": {**cfg["train"], "num_threads": 1}})
+    lr = {**cfg, "train": {**cfg["train"], "lr": 0.01}}
+    assert not _resumable(part, lr) and not _resumable(tmp_path / "none", cfg)
+    _run_job({"pretrain": True, "cfg": cfg, "run": str(part), "quiet": True})
+    log = (part / "log.txt").read_text()
+    assert "stopped after epoch 1" in log and log.count("pretrain skeletonclr") == 2  # one start each
+    a, b = load(tmp_path / "whole" / "last.pt"), load(part / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    # a changed config: the folder is cleared and the run starts over
+    shutil.copytree(tmp_path / "whole", tmp_path / "changed")
+    (tmp_path / "changed" / "metrics.json").unlink()
+    _run_job({"pretrain": True, "cfg": lr, "run": str(tmp_path / "changed"), "quiet": True})
+    log = (tmp_path / "changed" / "log.txt").read_text()
+    assert log.count("pretrain skeletonclr") == 1 and load(tmp_path / "changed" / "last.pt")["epoch"] == 2

@@ -30,7 +30,10 @@ mean, its 95 % t-interval mean +- t_{0.975, n-1} sd / sqrt(n), and the verdict "
 when the interval excludes 0 ("cannot tell" otherwise, and always with fewer than 2 pairs).
 
 Every run has its own directory under OUT/runs/ (generated data in OUT/runs/data); a run whose
-metrics.json holds final figures is not run again, so a stopped experiment continues where it stopped.
+metrics.json holds final figures is not run again, so a stopped experiment continues where it stopped;
+a run stopped part-way continues from its last checkpoint (a pretraining saves one every epoch) when its
+saved config.yaml equals the one the experiment would give it (the thread count aside), and starts over
+otherwise.
 Every finished run is also appended to OUT/finished.jsonl (its name and the few figures the tables need,
 a line each), which is small enough to commit: a study that spans several machines or sessions continues
 from a checkout of OUT without its runs/ folder (a pretraining whose fine-tunings are still to come and
@@ -445,9 +448,31 @@ def _run_job(spec: dict) -> dict:
     from skelcl.train.pretrain import run_pretrain
 
     run = Path(spec["run"])
-    _fresh(run)
+    resume = _resumable(run, spec["cfg"])
+    if not resume:
+        _fresh(run)
     fn = run_pretrain if spec["pretrain"] else run_finetune
-    return fn(spec["cfg"], run, quiet=spec["quiet"])
+    return fn(spec["cfg"], run, quiet=spec["quiet"], resume=resume)
+
+
+def _resumable(run: Path, cfg: dict) -> bool:
+    """True when `run` holds an unfinished run of this config (last.pt, no metrics.json; the thread count
+    may differ, as between --jobs settings): a stopped study continues it from its last checkpoint instead
+    of starting it over."""
+    import yaml
+
+    from skelcl.train.preempt import config_diff
+
+    if not (run / "last.pt").is_file() or (run / "metrics.json").is_file():
+        return False
+    try:
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+        return False
+    saved["train"]["num_threads"] = cfg["train"].get("num_threads")
+    return not config_diff(saved, cfg)
 
 
 class _Inline:
