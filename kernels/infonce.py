@@ -443,6 +443,18 @@ def _groups(q_group, k_group, queue_group):
     return tuple(None if t is None else t.long().contiguous() for t in (q_group, k_group, queue_group))
 
 
+_ALL_DTYPES = _TRITON_DTYPES + (torch.float64,)  # what the reference and CPU paths accept
+
+
+def _prepare(name, dtypes, q, k, queue, positive, q_group, k_group, queue_group, temperature, reduction):
+    """What every entry point does first: check the inputs (errors name `name`), cast under autocast, build
+    the (M, P) positive table and the int64 groups. Returns (q, k, queue, pos, (qg, kg, queue_g), tau)."""
+    _check_inputs(name, q, k, queue, positive, q_group, k_group, temperature, reduction, dtypes, queue_group)
+    q, k, queue = _autocast_inputs(q, k, queue)
+    pos = _positive_table(positive, q.shape[0], q.device)
+    return q, k, queue, pos, _groups(q_group, k_group, queue_group), float(temperature)
+
+
 def info_nce_reference(
     q,
     k,
@@ -459,24 +471,9 @@ def info_nce_reference(
 
     Accepts float32, bfloat16, float16 and float64; computes in float32 (float64 for float64 inputs).
     """
-    _check_inputs(
-        "info_nce_reference",
-        q,
-        k,
-        queue,
-        positive,
-        q_group,
-        k_group,
-        temperature,
-        reduction,
-        _TRITON_DTYPES + (torch.float64,),
-        queue_group,
-    )
-    temperature = float(temperature)
-    q, k, queue = _autocast_inputs(q, k, queue)
+    args = (q, k, queue, positive, q_group, k_group, queue_group, temperature, reduction)
+    q, k, queue, pos, (qg, kg, queue_g), temperature = _prepare("info_nce_reference", _ALL_DTYPES, *args)
     cdt = torch.float64 if torch.float64 in (q.dtype, k.dtype) else torch.float32
-    pos = _positive_table(positive, q.shape[0], q.device)
-    qg, kg, queue_g = _groups(q_group, k_group, queue_group)
     qd = None if queue is None else queue.detach()
     with _no_autocast(q.device):
         lse = _ChunkedLSE.apply(q, k, qd, pos, qg, kg, queue_g, temperature, cdt)
@@ -517,21 +514,8 @@ def info_nce_cpu(
     the logits are bounded, the groups of the queue left out through sparse index pairs. When the
     M x (N + Q) logits need more than the budget (SKELCL_INFONCE_DENSE_MB, default 512 MiB) it logs one
     line and runs info_nce_reference (chunked, same result)."""
-    _check_inputs(
-        "info_nce_cpu",
-        q,
-        k,
-        queue,
-        positive,
-        q_group,
-        k_group,
-        temperature,
-        reduction,
-        _TRITON_DTYPES + (torch.float64,),
-        queue_group,
-    )
-    temperature = float(temperature)
-    q, k, queue = _autocast_inputs(q, k, queue)
+    args = (q, k, queue, positive, q_group, k_group, queue_group, temperature, reduction)
+    q, k, queue, pos, (qg, kg, queue_g), temperature = _prepare("info_nce_cpu", _ALL_DTYPES, *args)
     cdt = torch.float64 if torch.float64 in (q.dtype, k.dtype) else torch.float32
     total = k.shape[0] + (0 if queue is None else queue.shape[0])
     need = q.shape[0] * total * torch.empty((), dtype=cdt).element_size()
@@ -544,8 +528,6 @@ def info_nce_cpu(
             q, k, queue, positive=positive, q_group=q_group, k_group=k_group, queue_group=queue_group,
             temperature=temperature, reduction=reduction,
         )  # fmt: skip
-    pos = _positive_table(positive, q.shape[0], q.device)
-    qg, kg, queue_g = _groups(q_group, k_group, queue_group)
     qd = None if queue is None else queue.detach()
     with _no_autocast(q.device):
         lse = _DenseLSE.apply(q, k, qd, pos, qg, kg, queue_g, temperature, cdt)
@@ -570,29 +552,14 @@ def info_nce_triton(
     Inputs float32 (tf32 dots when torch.get_float32_matmul_precision() is not "highest"), bfloat16 or
     float16; mixed dtypes are promoted. Accumulates in float32; returns a float32 loss.
     """
-    _check_inputs(
-        "info_nce_triton",
-        q,
-        k,
-        queue,
-        positive,
-        q_group,
-        k_group,
-        temperature,
-        reduction,
-        _TRITON_DTYPES,
-        queue_group,
-    )
+    args = (q, k, queue, positive, q_group, k_group, queue_group, temperature, reduction)
+    q, k, queue, pos, (qg, kg, queue_g), temperature = _prepare("info_nce_triton", _TRITON_DTYPES, *args)
     from skelcl.kernels import infonce_triton  # imports triton (TRITON_INTERPRET is read at import)
 
-    temperature = float(temperature)
-    q, k, queue = _autocast_inputs(q, k, queue)
     cdt = q.dtype
     for t in (k, queue):
         if t is not None:
             cdt = torch.promote_types(cdt, t.dtype)
-    pos = _positive_table(positive, q.shape[0], q.device)
-    qg, kg, queue_g = _groups(q_group, k_group, queue_group)
     q, k = q.to(cdt), k.to(cdt)
     qd = None if queue is None else queue.detach().to(cdt)
     with _no_autocast(q.device):
