@@ -218,6 +218,7 @@ def test_quick_suite_writes_valid_records(tmp_path, capsys):
         "backbone_w1/cpu_fast_path_T16",
         "snippet_share/snippet/snippet_share",
         "demo_step/demo_step",
+        "demo_ranks/demo_step_2ranks",
     ):
         assert name in names, name
         assert name in printed
@@ -234,6 +235,21 @@ def test_quick_suite_writes_valid_records(tmp_path, capsys):
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:
         assert res["git"]["revision"] == head.stdout.strip()
+
+
+def test_pretrain_variant_ranks_split_one_global_batch(tmp_path):
+    """demo_ranks' ranks: rank r of w takes every w-th of the draws one process with w x the batch takes, so
+    the ranks together see exactly the single process's sequences, each once."""
+    from skelcl.benchmark.cases import PretrainVariant, _filled_store
+
+    store = _filled_store(tmp_path, 16, 1)
+    s = dict(width=0.125, batch=3, bodies=1, queue=8, squeue=32)
+    one = PretrainVariant(store, {**s, "batch": 6}, "cpu", method="rvtclr").batches
+    ranks = [PretrainVariant(store, s, "cpu", method="rvtclr", rank=r, world=2).batches for r in (0, 1)]
+    for i in range(len(one)):
+        a, b = ranks[0][i], ranks[1][i]
+        assert len(a) == len(b) == 3 and not set(a) & set(b)
+        assert sorted([*a, *b]) == sorted(one[i])
 
 
 def test_backbone_flops_match_torch_flop_counter(monkeypatch):

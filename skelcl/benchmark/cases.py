@@ -35,6 +35,7 @@ CPU_CASES = (
     "pretrain_step",
     "snippet_share",
     "demo_step",
+    "demo_ranks",
     "finetune_step",
 )
 GPU_CASES = ("backbone", "pretrain_step")
@@ -354,10 +355,10 @@ def backbone_sizes(quick, device):
 
 
 class BackboneWorker:
-    """A backbone configuration stepped in its own process (skelcl.benchmark.backbone_worker): calling the
-    object runs one forward + backward there and waits for it."""
+    """A configuration stepped in its own process (default module: skelcl.benchmark.backbone_worker):
+    calling the object runs one step there (one forward + backward) and waits for it."""
 
-    def __init__(self, args: list[str], env: dict | None = None):
+    def __init__(self, args: list[str], env: dict | None = None, module="skelcl.benchmark.backbone_worker"):
         import subprocess
         import sys
 
@@ -369,7 +370,7 @@ class BackboneWorker:
             else:
                 environ[key] = value
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "skelcl.benchmark.backbone_worker", *args],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
         )  # fmt: skip
 
@@ -378,14 +379,17 @@ class BackboneWorker:
         if line != word:
             self.proc.kill()
             err = self.proc.stderr.read()[-2000:]
-            raise RuntimeError(f"backbone worker {' '.join(self.args)} failed (got {line!r}):\n{err}")
+            raise RuntimeError(f"benchmark worker {' '.join(self.args)} failed (got {line!r}):\n{err}")
 
     def ready(self):
         self._expect("ready")
 
-    def __call__(self):
+    def send(self):
         self.proc.stdin.write("step\n")
         self.proc.stdin.flush()
+
+    def __call__(self):
+        self.send()
         self._expect("ok")
 
     def close(self):
@@ -672,12 +676,14 @@ class PretrainVariant:
     and the data phase is the time spent waiting for it. `moco` overrides the MoCo arguments (default:
     SkeletonCLR with the aligned snippet loss, as in the demo); the recipe is the method's."""
 
-    def __init__(self, store, s, device, prefetch=False, recipe=None, env=None, time_snippet=False, **moco):
+    def __init__(self, store, s, device, prefetch=False, recipe=None, env=None, time_snippet=False, rank=0,
+                 world=1, **moco):  # fmt: skip
         import torch
 
         from skelcl import augment
         from skelcl.models import MoCo
         from skelcl.train.data import Prefetcher, pretrain_feed
+        from skelcl.train.distributed import wrap
 
         torch.manual_seed(0)
         self.device, self.store, self.s = torch.device(device), store, s
@@ -694,11 +700,15 @@ class PretrainVariant:
         kw.update(moco)
         backbone = dict(kind="stgcn", width=s["width"], strides=(2, 5, 8))
         self.model = MoCo(backbone, **kw).to(device)
+        self.ddp = wrap(self.model, self.device)  # the model itself in one process, DDP across ranks
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
         recipe = augment.load_recipe(recipe or kw["method"])
         n = len(store)
-        self.batches = [np.random.default_rng([0, i]).choice(n, s["batch"], replace=False) for i in range(64)]
+        # s["batch"] per rank: rank r takes positions r, r + world, ... of the step's world * batch draws
+        per_step = s["batch"] * world
+        draws = [np.random.default_rng([0, i]).choice(n, per_step, replace=False) for i in range(64)]
+        self.batches = [d[rank::world] for d in draws]
         S = self.model.num_snippets if self.model.snippet else 0
         key_view = getattr(self.model, "snippet_key_view", 1)
         feed = pretrain_feed(
@@ -802,7 +812,7 @@ class PretrainVariant:
         self.sync()
         t1 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            loss, _ = self.model(views, epoch=1, align=align, video=video)
+            loss, _ = self.ddp(views, epoch=1, align=align, video=video)
         self.sync()
         t2 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
@@ -950,6 +960,85 @@ def case_demo_step(quick, device, workdir):
         items={k: s["batch"] * s["steps"] for k in variants},
         params={**s, "device": "cpu", "method": "rvtclr", "match": "aligned", "prefetch": True},
         rounds=2 if quick else 5,
+    )
+
+
+class RankGroup:
+    """The ranks of one data-parallel configuration (skelcl.benchmark.pretrain_worker processes): calling
+    the object starts one step on every rank and waits until all have finished it."""
+
+    def __init__(self, workers: list):
+        self.workers = workers
+
+    def ready(self):
+        for w in self.workers:
+            w.ready()
+
+    def __call__(self):
+        for w in self.workers:
+            w.send()
+        for w in self.workers:
+            w._expect("ok")
+
+    def close(self):
+        for w in self.workers:
+            w.close()
+
+    def kill(self):
+        for w in self.workers:
+            w.proc.kill()
+
+
+def case_demo_ranks(quick, device, workdir):
+    """The demo's pretraining step (sizes as demo_step) over the two cores three ways, each in its own
+    processes, rounds interleaved: demo_step_reference (one process x 2 threads, the chunked reference
+    InfoNCE: the step before the CPU work of this case's issue), demo_step (one process x 2 threads, today's
+    code) and demo_step_2ranks (two gloo ranks x 1 thread, 16 sequences each: the same global batch of 32,
+    DDP-averaged gradients, keys gathered across ranks; BatchNorm statistics per rank of 16)."""
+    import socket
+
+    s = dict(width=0.25, batch=32, bodies=1, queue=240, squeue=240 * 19, sequences=96)
+    if quick:
+        s = dict(width=0.125, batch=4, bodies=1, queue=16, squeue=64, sequences=16)
+    _filled_store(workdir, s["sequences"], s["bodies"])  # the cache, made once before the workers read it
+    threads = max(2, os.cpu_count() or 1) if not quick else 2
+
+    def port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def group(world, reference=False):
+        args = ["--workdir", str(workdir), "--sequences", str(s["sequences"]), "--bodies", str(s["bodies"]),
+                "--width", str(s["width"]), "--batch", str(s["batch"] // world), "--queue", str(s["queue"]),
+                "--squeue", str(s["squeue"]), "--threads", str(max(1, threads // world)), "--world",
+                str(world), "--port", str(port())]  # fmt: skip
+        args += ["--reference"] if reference else []
+        mod = "skelcl.benchmark.pretrain_worker"
+        return RankGroup([BackboneWorker(args + ["--rank", str(r)], module=mod) for r in range(world)])
+
+    groups = {"demo_step_reference": group(1, True), "demo_step": group(1), "demo_step_2ranks": group(2)}
+    try:
+        for g in groups.values():
+            g.ready()
+    except Exception:
+        for g in groups.values():
+            g.kill()
+        raise
+
+    def close():
+        for g in groups.values():
+            g.close()
+
+    return Case(
+        "demo_ranks",
+        "sequences/s",
+        dict(groups),
+        plain={"demo_step": "demo_step_reference", "demo_step_2ranks": "demo_step_reference"},
+        items={k: s["batch"] for k in groups},
+        params={**s, "device": "cpu", "method": "rvtclr", "match": "aligned", "threads": threads},
+        rounds=3 if quick else 7,
+        close=close,
     )
 
 
