@@ -104,3 +104,28 @@ def test_two_nodes_with_a_c10d_rendezvous(data, tmp_path):
     assert st["world_size"] == 2 and st["epoch"] == 1
     n = len(open_split(st["config"]["data"]))  # each rank reads its half of the training sequences
     assert st["history"][0]["steps"] == (n // 2) // 3 >= 2
+
+
+def test_pretrain_nproc_starts_data_parallel_ranks(data, tmp_path, capfd):
+    """`skelcl pretrain --nproc 2` runs the command as 2 gloo ranks (torch.distributed.run --standalone):
+    the checkpoint says world size 2, each rank took the cores / 2 threads, and an epoch of 2 ranks x
+    batch 3 has as many steps as one process with batch 6."""
+    from helpers import cli_error
+
+    from skelcl.cli import main
+
+    out = tmp_path / "ranks"
+    args = ["pretrain", "--config", "pretrain_skeletonclr", "--data", str(data), "--out", str(out), "--quiet",
+            *[a for a in ARGS if not a.startswith("train.num_threads")], "train.epochs=2"]  # fmt: skip
+    try:
+        assert main([*args, "--nproc", "2"]) == 0
+    finally:
+        _reap(out)
+    printed = capfd.readouterr().out
+    assert "2 processes" in printed and f"pretraining run written to {out}" in printed
+    st = load(out / "last.pt")
+    assert st["world_size"] == 2 and st["epoch"] == 2
+    assert st["config"]["train"]["num_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    n_train = len(open_split(st["config"]["data"]))
+    assert st["history"][-1]["steps"] == 2 * (n_train // 6)
+    cli_error(capfd, [*args, "--nproc", "0"], "--nproc must be >= 1")

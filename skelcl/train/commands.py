@@ -73,6 +73,13 @@ def register(subparsers) -> None:
         epilog=_epilog("pretrain"), formatter_class=fmt,
     )  # fmt: skip
     _add_common(p, "pretrain_skeletonclr")
+    p.add_argument(
+        "--nproc", type=int, default=1, metavar="N",
+        help="N data-parallel processes on this machine (torchrun --standalone; gloo on a CPU, one GPU each "
+        "on CUDA). train.batch_size is per process, so N x batch_size sequences make a step; each process "
+        "takes train.num_threads threads (default with N > 1: the CPU cores / N). On a 2-core CPU at the "
+        "demo's sizes, 2 processes x 1 thread make 1.35-1.60x the steps per second of 1 x 2 threads",
+    )  # fmt: skip
     p.set_defaults(func=cmd_pretrain)
 
     what = "train the localizer (finetune.protocol: linear, frozen_fusion, finetune)"
@@ -221,9 +228,46 @@ def _interruptible(run_fn):
         raise
 
 
+def _launch_local(args, nproc: int) -> int:
+    """`skelcl pretrain --nproc N`: the same command as N ranks under torch.distributed.run --standalone
+    (what `torchrun --standalone --nproc_per_node N -m skelcl pretrain ...` runs); returns its exit code."""
+    import os
+    import subprocess
+    import sys
+
+    argv = ["pretrain", "--config", args.config]
+    for flag in ("data", "out", "resume"):
+        if getattr(args, flag, None):
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    argv += ["--overwrite"] * bool(args.overwrite) + ["--quiet"] * bool(args.quiet)
+    overrides = list(args.overrides)
+    given = {str(o).split("=", 1)[0].strip() for o in overrides}
+    if not args.resume and "train.num_threads" not in given:  # the cores shared among the ranks
+        overrides.append(f"train.num_threads={max(1, (os.cpu_count() or 1) // nproc)}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "skelcl", *argv, *overrides]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    print(f"skelcl pretrain: {nproc} processes (torch.distributed.run --standalone)", flush=True)
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc != 0:
+        print(f"skelcl pretrain: error: the {nproc} processes exited with code {rc} (their output is above)",
+              file=sys.stderr)  # fmt: skip
+    return rc
+
+
 def cmd_pretrain(args) -> int:
+    import os
+
     from skelcl.train.pretrain import run_pretrain
 
+    nproc = int(getattr(args, "nproc", 1))
+    if nproc < 1:
+        raise SkelclError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and "WORLD_SIZE" in os.environ:
+        raise SkelclError("--nproc starts its own processes: do not give it under torchrun")
+    if nproc > 1:
+        _resolve(args)  # every input checked here, once, before any process starts
+        return _launch_local(args, nproc)
     cfg, out = _resolve(args)
     from skelcl.train.distributed import is_main
 
