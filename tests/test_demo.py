@@ -50,3 +50,23 @@ def test_demo_prints_paired_differences_with_step_counts(tmp_path, capsys):
     assert "already holds a demo" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "d2"), "pretrain.train.epoch=1"]) == 2
     assert "pretrain.train.epoch" in capsys.readouterr().err
+
+
+def test_demo_nproc_pretrains_in_data_parallel_processes(tmp_path, capfd):
+    """--nproc 2: the pretraining runs as 2 processes with half the batch each (the global batch stays) and
+    half the threads; the rest of the demo is unchanged. A batch that does not split is refused first."""
+    from helpers import cli_error
+
+    from skelcl.train.checkpoint import load
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", "--nproc", "2", *TINY_DEMO]) == 0
+    st = load(out / "pretrain" / "last.pt")
+    assert st["world_size"] == 2 and st["config"]["train"]["batch_size"] == 3
+    assert st["config"]["train"]["num_threads"] == 1  # the demo's 2 threads, split
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pretrain_processes"] == 2 and [c["steps"] for c in m["comparisons"]] == [3, 3]
+    assert "smoke test" in capfd.readouterr().out
+    odd = tmp_path / "odd"
+    cli_error(capfd, ["demo", "--out", str(odd), "--quiet", "--nproc", "4", *TINY_DEMO], "must split evenly")
+    assert not odd.exists()

@@ -31,7 +31,35 @@ def _as_experiment(demo: dict) -> dict:
             "finetune": demo["finetune"]}  # fmt: skip
 
 
-def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> dict:
+def _pretrain_ranks(pre_cfg: dict, out: Path, nproc: int, quiet: bool) -> None:
+    """The demo's pretraining as nproc data-parallel processes (`skelcl pretrain --config FILE` under
+    torch.distributed.run): pre_cfg already holds the per-process batch and threads."""
+    from skelcl.train.distributed import launch_local
+
+    cfg_file = out / "pretrain_config.yaml"
+    cfg_file.write_text(config_mod.dump(pre_cfg))
+    argv = ["pretrain", "--config", str(cfg_file), "--out", str(out / "pretrain")] + ["--quiet"] * quiet
+    rc = launch_local(argv, nproc)
+    if rc != 0:
+        raise SkelclError(f"demo: the pretraining in {nproc} processes exited with code {rc} (its output is "
+                          f"above; log: {out / 'pretrain' / 'log.txt'})")  # fmt: skip
+
+
+def split_over_processes(pre_cfg: dict, nproc: int) -> dict:
+    """pre_cfg for one of nproc processes that share each step: train.batch_size / nproc sequences (the
+    global batch stays train.batch_size) and train.num_threads / nproc threads (at least 1)."""
+    t = pre_cfg["train"]
+    bs = int(t["batch_size"])
+    if nproc < 1 or bs % nproc:
+        raise SkelclError(f"--nproc {nproc}: the pretraining batch (pretrain.train.batch_size={bs}) must "
+                          "split evenly over the processes")  # fmt: skip
+    import torch
+
+    threads = int(t["num_threads"]) or torch.get_num_threads()
+    return {**pre_cfg, "train": {**t, "batch_size": bs // nproc, "num_threads": max(1, threads // nproc)}}
+
+
+def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False, nproc=1) -> dict:
     from skelcl.data import open_cache
     from skelcl.data.synthetic import generate_cache
     from skelcl.study.experiment import (
@@ -53,6 +81,8 @@ def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> d
     exp = _as_experiment(demo)
     method = demo["pretrain"]["pretrain"].get("method", "skeletonclr")
     pre_cfg = pretrain_config(exp, method, {}, data or out / "data", 0)  # checks the config before any work
+    if nproc != 1:
+        pre_cfg = split_over_processes(pre_cfg, nproc)
     out.mkdir(parents=True, exist_ok=True)
     seeds = {"data.seed": demo["data"]["seed"], "train.seed": pre_cfg["train"]["seed"],
              "label_seeds": demo["label_seeds"]}  # fmt: skip
@@ -64,7 +94,10 @@ def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> d
                        progress=not quiet and show_bars())  # fmt: skip
     else:
         open_cache(data)  # fail early on a bad path
-    run_pretrain(pre_cfg, out / "pretrain", quiet=quiet)
+    if nproc > 1:
+        _pretrain_ranks(pre_cfg, out, nproc, quiet)
+    else:
+        run_pretrain(pre_cfg, out / "pretrain", quiet=quiet)
     t_pre = time.time() - t0
 
     comps, histories, first = [], {}, {}
@@ -120,6 +153,7 @@ def run_demo(out, data=None, config_name="demo", overrides=(), quiet=False) -> d
         "data": str(data),
         "seconds": time.time() - t0,
         "seconds_pretrain": t_pre,
+        "pretrain_processes": nproc,
         "note": SMOKE,
         "header": header,
     }

@@ -232,8 +232,9 @@ def _launch_local(args, nproc: int) -> int:
     """`skelcl pretrain --nproc N`: the same command as N ranks under torch.distributed.run --standalone
     (what `torchrun --standalone --nproc_per_node N -m skelcl pretrain ...` runs); returns its exit code."""
     import os
-    import subprocess
     import sys
+
+    from skelcl.train.distributed import launch_local
 
     argv = ["pretrain", "--config", args.config]
     for flag in ("data", "out", "resume"):
@@ -244,11 +245,8 @@ def _launch_local(args, nproc: int) -> int:
     given = {str(o).split("=", 1)[0].strip() for o in overrides}
     if not args.resume and "train.num_threads" not in given:  # the cores shared among the ranks
         overrides.append(f"train.num_threads={max(1, (os.cpu_count() or 1) // nproc)}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "skelcl", *argv, *overrides]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     print(f"skelcl pretrain: {nproc} processes (torch.distributed.run --standalone)", flush=True)
-    rc = subprocess.run(cmd, env=env).returncode
+    rc = launch_local([*argv, *overrides], nproc)
     if rc != 0:
         print(f"skelcl pretrain: error: the {nproc} processes exited with code {rc} (their output is above)",
               file=sys.stderr)  # fmt: skip

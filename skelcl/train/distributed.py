@@ -67,6 +67,20 @@ def barrier() -> None:
         dist.barrier()
 
 
+def launch_local(argv: list[str], nproc: int) -> int:
+    """Run `skelcl ARGV` as nproc data-parallel processes on this machine (python -m torch.distributed.run
+    --standalone --nproc_per_node nproc -m skelcl ARGV) and wait; returns the launcher's exit code. Each
+    process runs with OMP_NUM_THREADS=1 unless the environment sets it (train.num_threads decides the
+    torch threads)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "skelcl", *argv]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(cmd, env=env).returncode
+
+
 def mean_scalar(x: float) -> float:
     """Mean of a float over ranks (for logging)."""
     if world_info()[1] == 1:
