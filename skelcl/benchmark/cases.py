@@ -994,7 +994,9 @@ def case_demo_ranks(quick, device, workdir):
     processes, rounds interleaved: demo_step_reference (one process x 2 threads, the chunked reference
     InfoNCE: the step before the CPU work of this case's issue), demo_step (one process x 2 threads, today's
     code) and demo_step_2ranks (two gloo ranks x 1 thread, 16 sequences each: the same global batch of 32,
-    DDP-averaged gradients, keys gathered across ranks; BatchNorm statistics per rank of 16)."""
+    DDP-averaged gradients, keys gathered across ranks; BatchNorm statistics per rank of 16). Where the two
+    ranks' time goes: demo_step_1thread (one process x 1 thread, batch 32) and demo_step_2solo (the two
+    ranks' halves in two processes that join no process group: their compute without the communication)."""
     import socket
 
     s = dict(width=0.25, batch=32, bodies=1, queue=240, squeue=240 * 19, sequences=96)
@@ -1008,16 +1010,18 @@ def case_demo_ranks(quick, device, workdir):
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
 
-    def group(world, reference=False):
+    def group(world, reference=False, solo=False, nthreads=None):
         args = ["--workdir", str(workdir), "--sequences", str(s["sequences"]), "--bodies", str(s["bodies"]),
                 "--width", str(s["width"]), "--batch", str(s["batch"] // world), "--queue", str(s["queue"]),
-                "--squeue", str(s["squeue"]), "--threads", str(max(1, threads // world)), "--world",
-                str(world), "--port", str(port())]  # fmt: skip
-        args += ["--reference"] if reference else []
+                "--squeue", str(s["squeue"]), "--threads", str(nthreads or max(1, threads // world)),
+                "--world", str(world), "--port", str(port())]  # fmt: skip
+        args += ["--reference"] * reference + ["--solo"] * solo
         mod = "skelcl.benchmark.pretrain_worker"
         return RankGroup([BackboneWorker(args + ["--rank", str(r)], module=mod) for r in range(world)])
 
     groups = {"demo_step_reference": group(1, True), "demo_step": group(1), "demo_step_2ranks": group(2)}
+    if not quick:  # where the two ranks' time goes
+        groups.update(demo_step_1thread=group(1, nthreads=1), demo_step_2solo=group(2, solo=True))
     try:
         for g in groups.values():
             g.ready()
@@ -1034,7 +1038,7 @@ def case_demo_ranks(quick, device, workdir):
         "demo_ranks",
         "sequences/s",
         dict(groups),
-        plain={"demo_step": "demo_step_reference", "demo_step_2ranks": "demo_step_reference"},
+        plain={k: "demo_step_reference" for k in groups if k != "demo_step_reference"},
         items={k: s["batch"] for k in groups},
         params={**s, "device": "cpu", "method": "rvtclr", "match": "aligned", "threads": threads},
         rounds=3 if quick else 7,

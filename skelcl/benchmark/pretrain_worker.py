@@ -8,8 +8,10 @@ both ranks' InfoNCE and queues: what `torchrun --nproc_per_node 2 -m skelcl pret
     python -m skelcl.benchmark.pretrain_worker --workdir DIR --sequences 96 --bodies 1 --width 0.25 \
         --batch 32 --queue 240 --squeue 4560 --threads 2 [--rank 0 --world 2 --port 29611] [--reference]
 
---batch is per rank; --reference runs the chunked reference InfoNCE (SKELCL_INFONCE=reference, the path
-before info_nce_cpu). The method is the demo's: RVTCLR + aligned snippet loss, own-video rows left out.
+--batch is per rank; --solo takes a rank's share of the batch without joining a process group (no
+gradient all-reduce, no key all-gather); --reference runs the chunked reference InfoNCE
+(SKELCL_INFONCE=reference, the path before info_nce_cpu). The method is the demo's: RVTCLR + aligned
+snippet loss, own-video rows left out.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def parse(argv=None):
     p.add_argument("--world", type=int, default=1)
     p.add_argument("--port", type=int, default=29611)
     p.add_argument("--reference", action="store_true", help="SKELCL_INFONCE=reference")
+    p.add_argument("--solo", action="store_true",
+                   help="take rank r's share of the batch but join no process group (no gradient all-reduce, "
+                   "no key all-gather): the ranks' compute without their communication")  # fmt: skip
     a = p.parse_args(argv)
     if not 0 <= a.rank < a.world:
         p.error(f"--rank {a.rank} is outside 0..{a.world - 1}")
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
     from skelcl.benchmark.cases import PretrainVariant, _filled_store
 
     torch.set_num_threads(a.threads)
-    if a.world > 1:
+    if a.world > 1 and not a.solo:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.port}", rank=a.rank,
                                 world_size=a.world)  # fmt: skip
     s = dict(width=a.width, batch=a.batch, bodies=a.bodies, queue=a.queue, squeue=a.squeue)
@@ -66,7 +71,7 @@ def main(argv=None) -> int:
             break
         step()
         print("ok", flush=True)
-    if a.world > 1:
+    if dist.is_initialized():
         dist.destroy_process_group()
     return 0
 

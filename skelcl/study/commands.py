@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--nproc", type=int, default=1, metavar="N",
         help="pretrain as N data-parallel processes sharing each step (batch and CPU threads split N ways; "
-        "on 2 cores, --nproc 2 runs the pretraining steps 1.35-1.60x faster)",
+        "on 2 cores, --nproc 2 runs the pretraining steps 1.35-1.68x faster)",
     )  # fmt: skip
     p.set_defaults(func=cmd_demo)
 

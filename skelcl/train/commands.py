@@ -78,7 +78,7 @@ def register(subparsers) -> None:
         help="N data-parallel processes on this machine (torchrun --standalone; gloo on a CPU, one GPU each "
         "on CUDA). train.batch_size is per process, so N x batch_size sequences make a step; each process "
         "takes train.num_threads threads (default with N > 1: the CPU cores / N). On a 2-core CPU at the "
-        "demo's sizes, 2 processes x 1 thread make 1.35-1.60x the steps per second of 1 x 2 threads",
+        "demo's sizes, 2 processes x 1 thread made 1.35-1.68x the steps per second of 1 x 2 threads",
     )  # fmt: skip
     p.set_defaults(func=cmd_pretrain)
 
