@@ -61,15 +61,21 @@ def main(argv=None) -> int:
         out.float().square().mean().backward()
         model.zero_grad(set_to_none=True)
 
-    step()
-    step()
+    serve(step)
+    return 0
+
+
+def serve(step, warmup: int = 2) -> None:
+    """The worker side of the stepping protocol: `warmup` steps, "ready", then one step and "ok" for every
+    "step" line on stdin, until another line or the end of stdin."""
+    for _ in range(warmup):
+        step()
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
         step()
         print("ok", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

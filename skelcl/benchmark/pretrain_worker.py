@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
 
+    from skelcl.benchmark.backbone_worker import serve
     from skelcl.benchmark.cases import PretrainVariant, _filled_store
 
     torch.set_num_threads(a.threads)
@@ -63,14 +64,7 @@ def main(argv=None) -> int:
     step = PretrainVariant(store, s, "cpu", True, method="rvtclr", exclude_same_video=True, rank=a.rank,
                            world=a.world)  # fmt: skip
     step.fill_queues(a.queue)
-    step()
-    step()
-    print("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip() != "step":
-            break
-        step()
-        print("ok", flush=True)
+    serve(step)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
