@@ -318,13 +318,14 @@ def plot_budget(path, comparisons, metric: str, protocols) -> Path:
         if steps:
             ax.set_xticks(steps, [str(s) for s in steps])
             ax.minorticks_off()
-        ax.set(title=proto, xlabel="pretraining steps", ylabel=f"pretrained − random init ({metric}, points)")
+        ax.set(title=proto, xlabel="pretraining steps")
         ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"pretrained − random init\n({metric}, points)")  # the panels share its meaning
     if rows:
         axes[0, 0].legend(fontsize=7)
     fig.suptitle("pretrained minus the same protocol's random-init reference: mean paired difference, "
                  "95 % t-interval", fontsize=9)  # fmt: skip
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the title above the panels
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
