@@ -397,6 +397,27 @@ class BackboneWorker:
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
 
+    def kill(self):
+        self.proc.kill()
+
+
+def _all_ready(workers: dict):
+    """Wait until every worker (or RankGroup) is ready, killing all of them if one fails; returns the
+    callable that closes them all once the case is measured."""
+    try:
+        for w in workers.values():
+            w.ready()
+    except Exception:
+        for w in workers.values():
+            w.kill()
+        raise
+
+    def close():
+        for w in workers.values():
+            w.close()
+
+    return close
+
 
 # label -> (path, malloc, amp, compile): the CPU variants of the backbone case. "eager" is the path as it
 # was before the CPU fast path (frames-major reference graph conv, glibc's default allocator settings).
@@ -437,18 +458,7 @@ def case_backbone(quick, device, workdir, compile_: bool | None = None):
                 continue
             extra = ["--compile"] if comp else []
             workers[label] = BackboneWorker(["--path", path, "--malloc", malloc, "--amp", amp, *extra, *size])
-        try:
-            for w in workers.values():  # they warm up (and compile) side by side
-                w.ready()
-        except Exception:
-            for w in workers.values():
-                w.proc.kill()
-            raise
-
-        def close():
-            for w in workers.values():
-                w.close()
-
+        close = _all_ready(workers)  # they warm up (and compile) side by side
         return Case(
             "backbone",
             "sequences/s",
@@ -986,7 +996,7 @@ class RankGroup:
 
     def kill(self):
         for w in self.workers:
-            w.proc.kill()
+            w.kill()
 
 
 def case_demo_ranks(quick, device, workdir):
@@ -1022,18 +1032,7 @@ def case_demo_ranks(quick, device, workdir):
     groups = {"demo_step_reference": group(1, True), "demo_step": group(1), "demo_step_2ranks": group(2)}
     if not quick:  # where the two ranks' time goes
         groups.update(demo_step_1thread=group(1, nthreads=1), demo_step_2solo=group(2, solo=True))
-    try:
-        for g in groups.values():
-            g.ready()
-    except Exception:
-        for g in groups.values():
-            g.kill()
-        raise
-
-    def close():
-        for g in groups.values():
-            g.close()
-
+    close = _all_ready(groups)
     return Case(
         "demo_ranks",
         "sequences/s",
